@@ -1,0 +1,1 @@
+"""F-KOD Partner Platform."""
