@@ -1,1 +1,105 @@
-"""F-KOD Partner Platform."""
+"""F-KOD Partner Platform: the Pyramid application factory."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+
+from pyramid.config import Configurator
+
+from fkod.core.settings import ConfigurationError, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def main(global_config, **settings):
+    """Build the WSGI application from the ``[app:main]`` settings of an .ini file."""
+    settings = load_settings(settings)
+    with Configurator(settings=settings) as config:
+        config.include("cornice")
+        # Committed first so the platform's own error views replace Cornice's.
+        config.commit()
+        config.include("fkod.core.db")
+        config.include("fkod.core.errors")
+        config.include("fkod.core.requestlog")
+        config.include(include_runtime)
+        config.include("fkod.core.auth.views")
+        config.include("fkod.core.gateway")
+        config.include("fkod.core.webhooks")
+        config.include("fkod.core.health")
+        config.include("fkod.partners.views")
+        config.include("fkod.core.plugins")
+        app = config.make_wsgi_app()
+
+    registry = app.registry
+    registry["plugins"].record_load_state()
+    if registry["tasks"].in_process:
+        registry["tasks"].start()
+    atexit.register(shutdown, registry)
+    return app
+
+
+def include_runtime(config):
+    """Create the interchangeable back ends the settings choose: Redis or in-process."""
+    import redis
+
+    from fkod.core.metering import drain_usage_stream, make_usage_recorder
+    from fkod.core.ratelimit import make_rate_limiter
+    from fkod.core.tasks import LeaderLock, make_task_queue
+
+    settings = config.get_settings()
+    registry = config.registry
+    redis_url = settings["fkod.redis.url"] or None
+    uses_redis = "redis" in (settings["fkod.ratelimit.backend"], settings["fkod.metering.backend"],
+                             settings["fkod.tasks.broker"])
+    if uses_redis and not redis_url:
+        raise ConfigurationError(
+            "missing setting fkod.redis.url: a redis back end is configured "
+            "(ratelimit.backend, metering.backend or tasks.broker) but no Redis URL is set"
+        )
+    redis_client = redis.Redis.from_url(redis_url, socket_timeout=2,
+                                        socket_connect_timeout=2) if redis_url else None
+    registry["redis"] = redis_client
+
+    registry["rate_limiter"] = make_rate_limiter(
+        settings["fkod.ratelimit.backend"], redis_url=redis_url,
+        sub_buckets=settings["fkod.ratelimit.sub_buckets"], key_prefix="fkod:rl:",
+    )
+    stream = settings["fkod.metering.stream_name"]
+    registry["usage_recorder"] = make_usage_recorder(
+        settings["fkod.metering.backend"], engine=registry["db.engine"],
+        redis_client=redis_client, stream=stream,
+        flush_interval_seconds=settings["fkod.metering.flush_interval_ms"] / 1000,
+    )
+    tasks = make_task_queue(settings)
+    registry["tasks"] = tasks
+    registry["leader_lock"] = LeaderLock(redis_client if not tasks.in_process else None)
+
+    if settings["fkod.metering.backend"] == "redis":
+        consumer = f"{socket.gethostname()}-{os.getpid()}"
+
+        def drain_usage():
+            while drain_usage_stream(redis_client, stream, engine=registry["db.engine"],
+                                     consumer=consumer):
+                pass
+
+        tasks.every("drain_usage", settings["fkod.metering.flush_interval_ms"] / 1000,
+                    drain_usage)
+
+
+def shutdown(registry) -> None:
+    """Stop background threads and flush buffered usage; safe to call twice."""
+    if registry.get("fkod.shut_down"):
+        return
+    registry["fkod.shut_down"] = True
+    registry["tasks"].stop()
+    registry["usage_recorder"].close()
+    limiter = registry["rate_limiter"]
+    if hasattr(limiter, "close"):
+        limiter.close()
+    if registry["redis"] is not None:
+        registry["redis"].close()
+    registry["db.engine"].dispose()
+    log.info("application stopped")

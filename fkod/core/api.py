@@ -1,0 +1,366 @@
+"""Declaring JSON API operations on Cornice services.
+
+Each view is registered with :func:`operation`, which records what the OpenAPI
+generator needs (summary, credential, scope or role permission, request and
+response schemas, errors) and runs the request checks in a fixed order before
+the view: credential, scope or permission, rate limit, query string, body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+
+import marshmallow
+from cornice import Service
+from marshmallow import fields, validate
+from pyramid.response import Response
+
+from fkod.core import jsonutil
+from fkod.core.errors import (
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    cornice_error_handler,
+    field_error,
+)
+from fkod.core.schemas import QuerySchema, Text
+
+# Who may call an operation; see fkod.core.auth.security for each check.
+AUTH_NONE = "none"
+AUTH_MEMBER = "member"
+AUTH_API_KEY = "api_key"
+AUTH_KINDS = (AUTH_NONE, AUTH_MEMBER, AUTH_API_KEY)
+
+MAX_JSON_DEPTH = 32
+
+# Errors every operation of a kind can return, for the OpenAPI document.
+COMMON_ERRORS = {
+    AUTH_NONE: (),
+    AUTH_MEMBER: ((401, "unauthorized"), (403, "forbidden")),
+    AUTH_API_KEY: ((401, "invalid_api_key"), (403, "missing_scope"), (429, "rate_limited")),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """What one method of one service takes, returns and requires."""
+
+    method: str
+    summary: str
+    auth: str
+    scope: str | None = None
+    permission: str | None = None
+    body: type[marshmallow.Schema] | None = None
+    query: type[marshmallow.Schema] | None = None
+    response: type[marshmallow.Schema] | None = None
+    status: int = 200
+    paginated: bool = False
+    errors: tuple[tuple[int, str], ...] = ()
+    no_store: bool = False
+
+    @property
+    def all_errors(self) -> tuple[tuple[int, str], ...]:
+        body_errors = ((400, "validation_failed"),) if (self.body or self.query) else ()
+        media_errors = ((413, "payload_too_large"), (415, "unsupported_media_type")) \
+            if self.body else ()
+        return COMMON_ERRORS[self.auth] + body_errors + media_errors + self.errors
+
+
+class Dumped(dict):
+    """A response body the view already serialized; rendered as is."""
+
+
+@dataclasses.dataclass
+class Page:
+    """One page of a list, before rendering into the list envelope."""
+
+    items: Sequence
+    next_cursor: str | None
+
+
+# Authentication and the gateway checks live in fkod.core.auth; they register
+# themselves here so this module does not import them.
+_request_checks: dict[str, Callable] = {}
+
+
+def register_auth_check(auth: str, check: Callable) -> None:
+    _request_checks[auth] = check
+
+
+def operation(service: Service, method: str, *, summary: str, auth: str, **kwargs):
+    """Register the decorated function as ``method`` of ``service``.
+
+    Keyword arguments are the fields of :class:`Operation`. The view receives
+    the request with ``request.validated`` holding the loaded body fields and
+    ``request.query`` the loaded query parameters, and returns what ``response``
+    renders (a model object or a dict), a :class:`Dumped` body, a :class:`Page`
+    or a ``Response``.
+    """
+    if auth not in AUTH_KINDS:
+        raise ValueError(f"unknown auth kind {auth!r}; expected one of {AUTH_KINDS}")
+    op = Operation(method=method, summary=summary, auth=auth, **kwargs)
+
+    def decorate(view):
+        def validator(request, **_ignored):
+            check_request(request, op)
+
+        def run(request):
+            result = view(request)
+            if isinstance(result, Response):
+                return result
+            return render(request, op, result)
+
+        run.__name__ = view.__name__
+        run.__doc__ = view.__doc__
+        run.operation = op
+        service.add_view(method, run, validators=(validator,),
+                         error_handler=cornice_error_handler)
+        view.operation = op
+        return view
+
+    return decorate
+
+
+def check_request(request, op: Operation) -> None:
+    """Run the checks of ``op`` in order; each raises an ApiError on failure."""
+    request.operation = op
+    check = _request_checks.get(op.auth)
+    if check is not None:
+        check(request, op)
+
+    request.query = load_query(request, op.query) if op.query else {}
+    if op.body is not None:
+        request.validated = load_body(request, op.body)
+    else:
+        refuse_unexpected_body(request)
+
+
+def render(request, op: Operation, result) -> Response:
+    response = request.response
+    response.status_code = op.status
+    if op.no_store:
+        response.headers["Cache-Control"] = "no-store"
+    if result is None and op.status == 204:
+        return response
+    if op.paginated:
+        schema = op.response(many=True) if op.response else None
+        data = schema.dump(result.items) if schema else list(result.items)
+        payload = {"data": data, "has_more": result.next_cursor is not None,
+                   "next_cursor": result.next_cursor}
+    elif op.response is not None and not isinstance(result, Dumped):
+        payload = op.response().dump(result)
+    else:
+        payload = result
+    response.body = jsonutil.dumps(payload)
+    response.content_type = "application/json"
+    response.charset = "utf-8"
+    return response
+
+
+def read_body(request, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes`` of the body; a larger body is a 413."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes.")
+    raw = request.body_file.read(max_bytes + 1) if length is None else request.body
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes.")
+    return raw
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """Decode a UTF-8 JSON object; invalid UTF-8, invalid JSON and non-objects are 400s."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed(
+            f"The request body is not valid UTF-8 (byte {exc.start}).",
+            code="invalid_json", errors=[field_error("body", "", "not valid UTF-8")],
+        ) from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValidationFailed(
+            "The request body is nested too deeply.", code="invalid_json",
+            errors=[field_error("body", "", f"nested deeper than {MAX_JSON_DEPTH} levels")],
+        ) from None
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"The request body is not valid JSON: {exc}.", code="invalid_json",
+            errors=[field_error("body", "", "not valid JSON")],
+        ) from None
+    if not isinstance(value, dict):
+        raise ValidationFailed(
+            "The request body must be a JSON object.", code="invalid_json",
+            errors=[field_error("body", "", f"expected an object, got {type(value).__name__}")],
+        )
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ValidationFailed(
+            "The request body is nested too deeply.", code="invalid_json",
+            errors=[field_error("body", "", f"nested deeper than {MAX_JSON_DEPTH} levels")],
+        )
+    return value
+
+
+def _depth(value, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(item, level + 1) for item in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(item, level + 1) for item in value), default=level)
+    return level
+
+
+def require_json_content_type(request) -> None:
+    if request.content_type != "application/json":
+        shown = request.content_type or "none"
+        raise UnsupportedMediaType(
+            f"The request body must be sent as application/json, not {shown}.",
+            errors=[field_error("header", "Content-Type", "must be application/json")],
+        )
+
+
+def load_body(request, schema_class: type[marshmallow.Schema]) -> dict:
+    require_json_content_type(request)
+    max_bytes = request.registry.settings["fkod.api.max_body_bytes"]
+    data = parse_json_object(read_body(request, max_bytes))
+    try:
+        return schema_class().load(data)
+    except marshmallow.ValidationError as exc:
+        errors = flatten_errors("body", exc.normalized_messages())
+        raise ValidationFailed(_summary(errors), errors=errors) from None
+
+
+def refuse_unexpected_body(request) -> None:
+    """An operation without a body schema accepts no body, or an empty JSON object."""
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        return
+    max_bytes = request.registry.settings["fkod.api.max_body_bytes"]
+    raw = read_body(request, max_bytes)
+    if not raw.strip():
+        return
+    require_json_content_type(request)
+    data = parse_json_object(raw)
+    if data:
+        raise ValidationFailed(
+            "This operation takes no fields in its body.",
+            errors=[field_error("body", name, "unknown field") for name in data],
+        )
+
+
+def load_query(request, schema_class: type[marshmallow.Schema]) -> dict:
+    params = {}
+    errors = []
+    for name in request.GET.keys():
+        values = request.GET.getall(name)
+        if len(values) > 1:
+            errors.append(field_error("querystring", name, "given more than once"))
+        params[name] = values[-1]
+    if errors:
+        raise ValidationFailed(_summary(errors), errors=errors)
+    try:
+        return schema_class().load(params)
+    except marshmallow.ValidationError as exc:
+        errors = flatten_errors("querystring", exc.normalized_messages())
+        raise ValidationFailed(_summary(errors), errors=errors) from None
+
+
+def flatten_errors(location: str, messages, prefix: str = "") -> list[dict]:
+    """Flatten marshmallow's nested error messages into the envelope's field list."""
+    errors = []
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_schema":
+                name = prefix
+            errors.extend(flatten_errors(location, value, name))
+    elif isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, (dict, list)):
+                errors.extend(flatten_errors(location, message, prefix))
+            else:
+                description = str(message)
+                if description == "Unknown field.":
+                    description = "Unknown field; it cannot be set here."
+                errors.append(field_error(location, prefix, description))
+    else:
+        errors.append(field_error(location, prefix, str(messages)))
+    return errors
+
+
+def _summary(errors: list[dict]) -> str:
+    first = errors[0]
+    where = f"{first['name']}" if first["name"] else first["location"]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"Invalid {first['location']} field {where}: {first['description']}{more}"
+
+
+# Pagination -----------------------------------------------------------------
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+
+class Cursor(fields.Field):
+    """An opaque cursor: the last id of the previous page, base64-encoded."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            decoded = base64.urlsafe_b64decode(value.encode("ascii") + b"==")
+            number = int(decoded.decode("ascii").removeprefix("id:"), 10)
+        except (ValueError, UnicodeError, binascii.Error):
+            raise marshmallow.ValidationError("Not a cursor this API returned.") from None
+        if not decoded.startswith(b"id:") or number < 0 or number > 2**63 - 1:
+            raise marshmallow.ValidationError("Not a cursor this API returned.")
+        return number
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+class PageQuery(QuerySchema):
+    """``limit`` (1-100, default 20) and ``cursor`` for every list."""
+
+    limit = fields.Integer(
+        load_default=DEFAULT_PAGE_SIZE, strict=False,
+        validate=validate.Range(min=1, max=MAX_PAGE_SIZE),
+        error_messages={"invalid": "Must be a whole number from 1 to 100."},
+    )
+    cursor = Cursor(load_default=None)
+
+    @marshmallow.pre_load
+    def _refuse_non_digits(self, data, **kwargs):
+        # marshmallow accepts "1.0" and " 5" as integers; a page size is digits only.
+        limit = data.get("limit")
+        if isinstance(limit, str) and not (limit.isascii() and limit.isdigit()):
+            raise marshmallow.ValidationError(
+                {"limit": ["Must be a whole number from 1 to 100."]})
+        if isinstance(limit, str) and len(limit) > 6:
+            raise marshmallow.ValidationError({"limit": ["Must be at most 100."]})
+        return data
+
+
+def paginate(select, id_column, query: dict, session, *, descending: bool = True) -> Page:
+    """Run ``select`` one page at a time, keyed on ``id_column`` (newest first by default)."""
+    limit = query["limit"]
+    cursor = query.get("cursor")
+    if cursor is not None:
+        select = select.where(id_column < cursor if descending else id_column > cursor)
+    order = id_column.desc() if descending else id_column.asc()
+    rows = session.scalars(select.order_by(order).limit(limit + 1)).all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].id) if has_more and rows else None
+    return Page(rows, next_cursor)
+
+
+__all__ = [
+    "AUTH_API_KEY", "AUTH_MEMBER", "AUTH_NONE", "Operation", "Page", "PageQuery", "Text",
+    "operation", "paginate", "register_auth_check",
+]

@@ -1,0 +1,177 @@
+"""The gateway in front of the F-KOD API: API key, scope, rate limits, metering.
+
+Order of the checks on every ``/api/v1/…`` operation:
+
+1. the API key (401 when missing, malformed, unknown, revoked or expired;
+   403 when its partner is suspended);
+2. the scope the operation declares (403 naming it);
+3. the rate limits: the plan's hourly and daily windows, shared by all keys of
+   the partner in one mode, plus the key's own window when it overrides
+   (429 with Retry-After). A refused call counts toward no quota;
+4. after the response: ``X-RateLimit-*`` headers and one usage record, handed
+   to the usage recorder without any I/O on the request path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import sqlalchemy as sa
+
+from fkod.core.api import AUTH_API_KEY, Operation, register_auth_check
+from fkod.core.auth.apikeys import looks_like_key
+from fkod.core.auth.models import ApiKey, Partner
+from fkod.core.auth.security import BLOCKED_PARTNER_STATUSES, bearer_token, is_expired
+from fkod.core.billing.models import Plan
+from fkod.core.db import utcnow
+from fkod.core.errors import Forbidden, RateLimited, ServiceUnavailable, Unauthorized
+from fkod.core.metering import UsageRecord
+from fkod.core.ratelimit import LimitCheck, RateLimiterUnavailable
+
+log = logging.getLogger(__name__)
+
+HOUR_SECONDS = 3600
+DAY_SECONDS = 86400
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKeyPrincipal:
+    """A partner's software calling with an API key."""
+
+    key_id: int
+    partner_id: int
+    livemode: bool
+    scopes: frozenset[str]
+    key_prefix: str
+
+    @property
+    def mode(self) -> str:
+        return "live" if self.livemode else "test"
+
+
+def authenticate_api_key(request) -> tuple[ApiKey, Partner, Plan | None]:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized(
+            "This operation needs an API key: send 'Authorization: Bearer sk_live_…' or "
+            "'Bearer sk_test_…'.",
+            code="missing_credentials",
+        )
+    if not looks_like_key(token):
+        raise Unauthorized("The API key is not valid.", code="invalid_api_key")
+
+    key_hash = request.registry["key_hasher"].hash(token)
+    row = request.dbsession.execute(
+        sa.select(ApiKey, Partner, Plan)
+        .join(Partner, Partner.id == ApiKey.partner_id)
+        .outerjoin(Plan, Plan.id == Partner.plan_id)
+        .where(ApiKey.key_hash == key_hash)
+    ).one_or_none()
+    if row is None or row.Partner.deleted_at is not None:
+        raise Unauthorized("The API key is not valid.", code="invalid_api_key")
+    key, partner, plan = row
+    if key.status != "active":
+        raise Unauthorized("The API key has been revoked.", code="api_key_revoked")
+    if is_expired(key.expires_at):
+        raise Unauthorized("The API key has expired.", code="api_key_expired")
+    if partner.status in BLOCKED_PARTNER_STATUSES:
+        raise Forbidden(f"The partner account is {partner.status}; its API keys do not work.",
+                        code="partner_suspended")
+    if plan is None:
+        plan = default_plan(request)
+    return key, partner, plan
+
+
+def default_plan(request) -> Plan | None:
+    return request.dbsession.scalars(
+        sa.select(Plan).where(Plan.is_default.is_(True), Plan.active.is_(True)).limit(1)
+    ).first()
+
+
+def limit_checks(key: ApiKey, plan: Plan | None) -> list[LimitCheck]:
+    """The windows one call counts in; an unlimited plan and no override mean none."""
+    mode = "live" if key.livemode else "test"
+    subject = f"partner:{key.partner_id}:{mode}"
+    checks = []
+    if plan is not None and plan.requests_per_hour:
+        checks.append(LimitCheck(f"{subject}:hour", plan.requests_per_hour, HOUR_SECONDS))
+    if plan is not None and plan.requests_per_day:
+        checks.append(LimitCheck(f"{subject}:day", plan.requests_per_day, DAY_SECONDS))
+    if key.rate_limit is not None:
+        window = key.rate_limit_window or HOUR_SECONDS
+        checks.append(LimitCheck(f"key:{key.id}", key.rate_limit, window))
+    return checks
+
+
+def check_api_key(request, op: Operation) -> None:
+    """Authenticate the key, check the scope and the rate limits (the gateway)."""
+    key, partner, plan = authenticate_api_key(request)
+    principal = ApiKeyPrincipal(
+        key_id=key.id, partner_id=partner.id, livemode=key.livemode,
+        scopes=frozenset(key.scopes or ()), key_prefix=key.key_prefix,
+    )
+    request.environ["fkod.principal"] = principal
+    request.principal = principal
+    request.partner = partner
+    request.add_response_callback(_meter)
+
+    if op.scope and op.scope not in principal.scopes:
+        raise Forbidden(
+            f"The API key lacks the scope {op.scope} that this operation requires.",
+            code="missing_scope",
+            errors=[{"location": "header", "name": "Authorization",
+                     "description": f"requires scope {op.scope}"}],
+        )
+
+    checks = limit_checks(key, plan)
+    if not checks:
+        return
+    limiter = request.registry["rate_limiter"]
+    try:
+        decision = limiter.hit(checks)
+    except RateLimiterUnavailable:
+        if request.registry.settings["fkod.ratelimit.fail_open"]:
+            log.warning("rate limiter unavailable; admitting the request (fail open)")
+            return
+        raise ServiceUnavailable("Rate limiting is unavailable; retry the request later.",
+                                 code="rate_limiter_unavailable") from None
+    request.environ["fkod.ratelimit"] = decision
+    if not decision.allowed:
+        raise RateLimited(
+            f"Rate limit of {decision.limit} requests exceeded; retry in "
+            f"{decision.retry_after} seconds.",
+            retry_after=decision.retry_after,
+        )
+
+
+def _meter(request, response) -> None:
+    decision = request.environ.get("fkod.ratelimit")
+    if decision is not None:
+        response.headers["X-RateLimit-Limit"] = str(decision.limit)
+        response.headers["X-RateLimit-Remaining"] = str(max(decision.remaining, 0))
+        response.headers["X-RateLimit-Reset"] = str(decision.reset_at)
+
+    principal = request.principal
+    route = request.matched_route.pattern if request.matched_route else request.path
+    elapsed_ms = int((time.perf_counter() - request.started_at) * 1000)
+    request.registry["usage_recorder"].record(UsageRecord(
+        api_key_id=principal.key_id,
+        partner_id=principal.partner_id,
+        endpoint=route[:255],
+        method=request.method,
+        status_code=response.status_code,
+        response_time=elapsed_ms,
+        request_size=request.content_length or 0,
+        response_size=response.content_length or 0,
+        error_message=request.environ.get("fkod.error_code") if response.status_code >= 400
+        else None,
+        livemode=principal.livemode,
+        request_id=request.request_id,
+        created_at=utcnow(),
+    ))
+
+
+def includeme(config):
+    register_auth_check(AUTH_API_KEY, check_api_key)

@@ -1,0 +1,56 @@
+"""Hook specifications: what a plugin of the ``fkod.plugins`` entry-point group can provide.
+
+A plugin is a module or object registered under the entry-point group
+``fkod.plugins``; it implements any of the hooks below with the
+:data:`hookimpl` marker. An implementation may accept fewer arguments than the
+specification lists, so hooks grow only by new optional arguments.
+Every hook is called once per plugin, in isolation: a plugin that raises is
+logged and marked failed, and the others still run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
+
+    from fkod.core.webhooks.catalog import EventType
+
+PROJECT = "fkod"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def fkod_register_event_types() -> list[EventType]:
+    """Contribute webhook event types.
+
+    Results are collected from every enabled plugin.
+
+    :return: a list of :class:`fkod.core.webhooks.catalog.EventType`, each with
+        its name (``resource.action``), description, the JSON Schema of its
+        ``data`` and a sample ``data`` that validates against the schema.
+
+    Called once at start-up, after the plugin is loaded. The types of a plugin
+    that an admin disables disappear from the catalog until it is re-enabled.
+    """
+
+
+@hookspec
+def fkod_include(config: Configurator) -> None:
+    """Add routes, Cornice services and views to the application.
+
+    Results are ignored. Register services with
+    ``config.add_cornice_service(service)``; declare each operation with
+    :func:`fkod.core.api.operation` so it is validated and documented like the
+    core's own.
+
+    :param config: the Pyramid configurator of the application being built.
+
+    Called once in the app factory. Every route the plugin adds sits behind
+    the plugin gate: while the plugin is disabled its routes answer 404.
+    """

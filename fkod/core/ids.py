@@ -1,0 +1,29 @@
+"""Public ids: ``<type>_<number>`` strings in bodies and paths (``user_123``)."""
+
+from __future__ import annotations
+
+from fkod.core.errors import NotFound
+
+# The largest id the database columns hold; a bigger number cannot name a row.
+_MAX_ID = 2**63 - 1
+
+
+def public_id(kind: str, number: int) -> str:
+    return f"{kind}_{number}"
+
+
+def parse_id(kind: str, value: str, *, noun: str | None = None) -> int:
+    """Return the number of an id like ``user_123``; anything else is a 404."""
+    prefix = f"{kind}_"
+    digits = value[len(prefix):] if isinstance(value, str) and value.startswith(prefix) else ""
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 or int(digits) > _MAX_ID:
+        raise NotFound(f"No {noun or kind} with id {value!r}.")
+    return int(digits)
+
+
+def try_parse_id(kind: str, value) -> int | None:
+    """Return the number of an id like ``user_123``, or None when it is not one."""
+    try:
+        return parse_id(kind, value)
+    except NotFound:
+        return None

@@ -1,0 +1,213 @@
+"""Declared settings: every ``fkod.*`` setting, its type, default and meaning.
+
+Settings come from the ``[app:main]`` section of an .ini file and can be
+overridden from the environment by the setting name upper-cased with dots
+turned into underscores (``fkod.webhooks.allow_loopback`` is read from
+``FKOD_WEBHOOKS_ALLOW_LOOPBACK``). A setting whose value in the file has the
+form ``env:NAME`` is read from the environment variable ``NAME``, which is how
+production.ini names its secrets without containing them.
+
+The app factory, ``fkod worker`` and ``fkod scheduler`` all call
+:func:`load_settings`, so each process sees the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+PREFIX = "fkod."
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or invalid; the message names it and says what is expected."""
+
+
+def _as_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"true", "yes", "on", "1"}:
+        return True
+    if value in {"false", "no", "off", "0"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _as_int(raw: str) -> int:
+    return int(raw.strip())
+
+
+def _as_float(raw: str) -> float:
+    return float(raw.strip())
+
+
+def _as_str(raw: str) -> str:
+    return raw.strip()
+
+
+def _as_list(raw: str) -> list[str]:
+    return [item for item in raw.replace(",", " ").split() if item]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One declared setting."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    secret: bool = False
+
+
+def _setting(name, parse, default, help, **kwargs) -> Setting:
+    return Setting(PREFIX + name, parse, default, help, **kwargs)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    _setting("environment", _as_str, "development",
+             "Which kind of deployment this is; production forbids development shortcuts.",
+             choices=("development", "test", "production")),
+    _setting("db.url", _as_str, None,
+             "SQLAlchemy database URL: sqlite:///%(here)s/fkod.sqlite or postgresql+psycopg://..."),
+    _setting("db.pool_size", _as_int, "10", "Connections kept open per process (PostgreSQL).",
+             minimum=1),
+    _setting("db.sqlite_busy_timeout_ms", _as_int, "5000",
+             "How long SQLite waits for a lock before failing, in milliseconds.", minimum=0),
+    _setting("redis.url", _as_str, "",
+             "Redis URL used by the redis rate limiter, usage stream and broker."),
+    _setting("secrets.api_key_pepper", _as_str, None,
+             "Server-side pepper for the HMAC-SHA256 of API keys (32 characters or more).",
+             secret=True),
+    _setting("secrets.webhook_encryption_key", _as_str, None,
+             "Fernet key (urlsafe base64 of 32 bytes) that encrypts webhook secrets at rest.",
+             secret=True),
+    _setting("secrets.jwt_private_key_file", _as_str, "",
+             "PEM file of the EC P-256 key that signs access tokens; empty means "
+             "jwt_private_key holds the PEM itself."),
+    _setting("secrets.jwt_private_key", _as_str, "",
+             "PEM of the EC P-256 key that signs access tokens.", secret=True),
+    _setting("auth.jwt_issuer", _as_str, "fkod", "The iss claim of access tokens."),
+    _setting("auth.access_token_ttl_seconds", _as_int, "3600",
+             "Lifetime of a login access token, in seconds.", minimum=60),
+    _setting("api.max_body_bytes", _as_int, "1048576",
+             "Largest JSON request body accepted, in bytes; larger bodies get 413.", minimum=1024),
+    _setting("ratelimit.backend", _as_str, "memory", "Where rate-limit counters live.",
+             choices=("memory", "redis")),
+    _setting("ratelimit.sub_buckets", _as_int, "60",
+             "Sub-buckets per sliding window; the window edge is exact to one sub-bucket.",
+             minimum=1),
+    _setting("ratelimit.fail_open", _as_bool, "false",
+             "When the rate-limit store is unreachable, admit requests (true) or answer 503 (false)."),
+    _setting("metering.backend", _as_str, "memory", "Where usage records are buffered.",
+             choices=("memory", "redis")),
+    _setting("metering.flush_interval_ms", _as_int, "2000",
+             "How often a process flushes its buffered usage records, in milliseconds.",
+             minimum=10),
+    _setting("metering.stream_name", _as_str, "fkod:usage",
+             "Redis stream that receives usage records (redis backend)."),
+    _setting("tasks.broker", _as_str, "inprocess",
+             "Dramatiq broker: inprocess runs actors on threads of this process; "
+             "redis needs fkod worker processes.", choices=("inprocess", "redis")),
+    _setting("tasks.inprocess_worker_threads", _as_int, "2",
+             "Worker threads of the in-process broker.", minimum=1),
+    _setting("webhooks.allow_loopback", _as_bool, "false",
+             "Allow webhook receivers on loopback addresses (http included)."),
+    _setting("webhooks.require_https", _as_bool, "true",
+             "Refuse plain http webhook URLs (loopback receivers are exempt when allowed)."),
+    _setting("webhooks.timeout_seconds", _as_float, "10",
+             "How long one delivery attempt waits for the receiver, in seconds.", minimum=0.1),
+    _setting("webhooks.max_backoff_seconds", _as_int, "86400",
+             "Upper bound of the delay between two delivery attempts, in seconds.", minimum=1),
+    _setting("webhooks.sweep_interval_seconds", _as_int, "15",
+             "How often the sweeper re-enqueues deliveries that are due, in seconds.",
+             minimum=1),
+    _setting("webhooks.in_flight_timeout_seconds", _as_int, "120",
+             "After this many seconds a claimed delivery is considered lost and is retried.",
+             minimum=10),
+    _setting("plugins.disabled", _as_list, "",
+             "Names of plugins not to load, separated by spaces or commas."),
+    _setting("plugins.state_cache_seconds", _as_float, "1",
+             "How long a process trusts its cached plugin enabled/disabled state, in seconds.",
+             minimum=0),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def env_name(setting_name: str) -> str:
+    """Return the environment variable that overrides a setting."""
+    return setting_name.upper().replace(".", "_")
+
+
+def load_settings(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict:
+    """Parse and check every ``fkod.*`` setting; return a new settings dict.
+
+    Keys that are not ``fkod.*`` pass through unchanged. Raises
+    :class:`ConfigurationError` for the first problem found, naming the setting,
+    where its value came from and what it expects.
+    """
+    environ = os.environ if environ is None else environ
+    result = dict(raw)
+    unknown = sorted(
+        key for key in raw if key.startswith(PREFIX) and key not in SETTINGS_BY_NAME
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting {unknown[0]}: check its spelling against fkod/core/settings.py"
+        )
+
+    for setting in SETTINGS:
+        value, source = _raw_value(setting, raw, environ)
+        if value is None:
+            raise ConfigurationError(
+                f"missing setting {setting.name} ({setting.help}) "
+                f"set it in the .ini file or in the environment variable {env_name(setting.name)}"
+            )
+        result[setting.name] = _parse(setting, value, source)
+    return result
+
+
+def _raw_value(setting: Setting, raw: Mapping[str, Any], environ: Mapping[str, str]):
+    override = env_name(setting.name)
+    if override in environ:
+        return environ[override], f"environment variable {override}"
+
+    value = raw.get(setting.name)
+    if value is None:
+        return setting.default, "default"
+    if not isinstance(value, str):
+        return str(value), "settings"
+    if value.strip().startswith("env:"):
+        variable = value.strip()[len("env:"):]
+        if variable not in environ or not environ[variable]:
+            raise ConfigurationError(
+                f"missing setting {setting.name}: the environment variable {variable} "
+                f"that the .ini file names is not set ({setting.help})"
+            )
+        return environ[variable], f"environment variable {variable}"
+    return value, "the .ini file"
+
+
+def _parse(setting: Setting, value: str, source: str) -> Any:
+    shown = "(hidden)" if setting.secret else repr(value)
+    try:
+        parsed = setting.parse(value)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"invalid setting {setting.name} = {shown} from {source}: {exc}; {setting.help}"
+        ) from None
+    if setting.choices and parsed not in setting.choices:
+        raise ConfigurationError(
+            f"invalid setting {setting.name} = {shown} from {source}: "
+            f"expected one of {', '.join(setting.choices)}"
+        )
+    if setting.minimum is not None and parsed < setting.minimum:
+        raise ConfigurationError(
+            f"invalid setting {setting.name} = {shown} from {source}: "
+            f"expected at least {setting.minimum:g}"
+        )
+    return parsed

@@ -1,0 +1,103 @@
+"""Cornice services of the partner API: sign-up, profile, API keys, webhooks."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from cornice import Service
+
+from fkod.core.api import AUTH_MEMBER, AUTH_NONE, Dumped, Page, PageQuery, operation, paginate
+from fkod.core.auth.models import PartnerMember
+from fkod.core.webhooks.models import Webhook
+from fkod.partners import schemas, services
+
+register = Service(name="partner_register", path="/api/partners/register",
+                   description="Partner sign-up")
+me = Service(name="partner_me", path="/api/partners/me", description="The caller's partner")
+api_keys = Service(name="partner_api_keys", path="/api/partners/api-keys",
+                   description="The partner's API keys")
+webhooks = Service(name="partner_webhooks", path="/api/partners/webhooks",
+                   description="The partner's webhook endpoints")
+available_events = Service(name="available_events", path="/api/webhooks/available-events",
+                           description="Event types a webhook can subscribe to")
+
+
+@operation(register, "POST", summary="Register a partner and its owner account", auth=AUTH_NONE,
+           body=schemas.RegisterPartnerBody, response=schemas.RegisteredSchema, status=201,
+           errors=((409, "email_taken"),))
+def register_partner(request):
+    partner, user = services.register_partner(request, dict(request.validated))
+    return {"partner": partner, "user": user}
+
+
+def _me(request):
+    membership = request.dbsession.scalar(sa.select(PartnerMember).where(
+        PartnerMember.partner_id == request.partner.id,
+        PartnerMember.user_id == request.user.id))
+    result = Dumped(schemas.PartnerSchema().dump(request.partner))
+    result["membership"] = schemas.MembershipSchema().dump(membership)
+    return result
+
+
+@operation(me, "GET", summary="Get the caller's partner profile", auth=AUTH_MEMBER,
+           permission="partner:read", response=schemas.PartnerMeSchema)
+def get_me(request):
+    return _me(request)
+
+
+@operation(me, "PUT", summary="Update the caller's partner profile", auth=AUTH_MEMBER,
+           permission="partner:write", body=schemas.UpdatePartnerBody,
+           response=schemas.PartnerMeSchema)
+def put_me(request):
+    services.update_partner(request, request.partner, dict(request.validated))
+    return _me(request)
+
+
+@operation(api_keys, "POST", summary="Create an API key; the key is shown only in this response",
+           auth=AUTH_MEMBER, permission="api_keys:write", body=schemas.CreateApiKeyBody,
+           response=schemas.CreatedApiKeySchema, status=201, no_store=True,
+           errors=((400, "invalid_scope"), (403, "partner_not_verified")))
+def create_api_key(request):
+    key, secret = services.create_api_key(request, request.partner, dict(request.validated))
+    result = Dumped(schemas.ApiKeySchema().dump(key))
+    result["key"] = secret
+    return result
+
+
+@operation(api_keys, "GET", summary="List the partner's API keys, newest first",
+           auth=AUTH_MEMBER, permission="api_keys:read", query=PageQuery,
+           response=schemas.ApiKeySchema, paginated=True)
+def list_api_keys(request):
+    return paginate(services.api_keys_query(request.partner), services.ApiKey.id,
+                    request.query, request.dbsession)
+
+
+@operation(webhooks, "POST", summary="Subscribe a URL to event types; returns its signing secret",
+           auth=AUTH_MEMBER, permission="webhooks:write", body=schemas.CreateWebhookBody,
+           response=schemas.CreatedWebhookSchema, status=201, no_store=True,
+           errors=((400, "invalid_webhook_url"), (400, "invalid_event_type"),
+                   (403, "partner_not_verified")))
+def create_webhook(request):
+    webhook, secret = services.create_webhook(request, request.partner, dict(request.validated))
+    result = Dumped(schemas.WebhookSchema().dump(webhook))
+    result["secret"] = secret
+    return result
+
+
+@operation(webhooks, "GET", summary="List the partner's webhook endpoints, newest first",
+           auth=AUTH_MEMBER, permission="webhooks:read", query=PageQuery,
+           response=schemas.WebhookSchema, paginated=True)
+def list_webhooks(request):
+    return paginate(services.webhooks_query(request.partner), Webhook.id, request.query,
+                    request.dbsession)
+
+
+@operation(available_events, "GET", summary="List the event types of the enabled plugins",
+           auth=AUTH_NONE, response=schemas.EventTypeSchema, paginated=True)
+def list_available_events(request):
+    host = request.registry["plugins"]
+    return Page(host.event_catalog.available(host.is_enabled), None)
+
+
+def includeme(config):
+    for service in (register, me, api_keys, webhooks, available_events):
+        config.add_cornice_service(service)

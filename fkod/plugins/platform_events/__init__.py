@@ -1,0 +1,110 @@
+"""Built-in plugin: the partner.* and integration.* event types."""
+
+from __future__ import annotations
+
+from fkod.core.hookspecs import hookimpl
+from fkod.core.webhooks.catalog import EventType
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_TIMESTAMP = {"type": "string", "format": "date-time"}
+
+PARTNER_DATA_SCHEMA = {
+    "type": "object",
+    "required": ["id", "company_name", "status", "verification_status"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^partner_[0-9]+$"},
+        "company_name": {"type": "string"},
+        "company_website": _NULLABLE_STRING,
+        "company_logo_url": _NULLABLE_STRING,
+        "description": _NULLABLE_STRING,
+        "category": _NULLABLE_STRING,
+        "status": {"enum": ["pending", "active", "suspended"]},
+        "verification_status": {"enum": ["unverified", "submitted", "verified", "rejected"]},
+        "contact_email": _NULLABLE_STRING,
+        "contact_phone": _NULLABLE_STRING,
+        "address": {"type": ["object", "null"]},
+        "plan": {"type": ["object", "null"]},
+        "created_at": _TIMESTAMP,
+        "updated_at": _TIMESTAMP,
+        "changed_fields": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+PARTNER_SAMPLE = {
+    "id": "partner_42",
+    "company_name": "Acme Learning",
+    "company_website": "https://acme.example",
+    "company_logo_url": None,
+    "description": "Course recommendations for teams.",
+    "category": "education",
+    "status": "active",
+    "verification_status": "verified",
+    "contact_email": "dev@acme.example",
+    "contact_phone": None,
+    "address": None,
+    "plan": {"code": "free", "name": "Free"},
+    "created_at": "2026-06-05T10:00:00Z",
+    "updated_at": "2026-06-05T10:00:00Z",
+}
+
+INTEGRATION_DATA_SCHEMA = {
+    "type": "object",
+    "required": ["id", "name", "status", "partner_id"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^int_[0-9]+$"},
+        "partner_id": {"type": "string", "pattern": "^partner_[0-9]+$"},
+        "name": {"type": "string"},
+        "slug": _NULLABLE_STRING,
+        "description": _NULLABLE_STRING,
+        "category": _NULLABLE_STRING,
+        "version": _NULLABLE_STRING,
+        "status": {"enum": ["draft", "in_review", "published", "rejected", "unpublished"]},
+        "created_at": _TIMESTAMP,
+        "updated_at": _TIMESTAMP,
+    },
+}
+
+INTEGRATION_SAMPLE = {
+    "id": "int_7",
+    "partner_id": "partner_42",
+    "name": "Acme Course Sync",
+    "slug": "acme-course-sync",
+    "description": "Keeps Acme's catalog in step with F-KOD courses.",
+    "category": "content",
+    "version": "1.2.0",
+    "status": "published",
+    "created_at": "2026-06-05T10:00:00Z",
+    "updated_at": "2026-06-05T10:00:00Z",
+}
+
+INSTALL_DATA_SCHEMA = {
+    "type": "object",
+    "required": ["integration", "user_id"],
+    "properties": {
+        "integration": INTEGRATION_DATA_SCHEMA,
+        "user_id": {"type": "string", "pattern": "^user_[0-9]+$"},
+        "installed_at": _TIMESTAMP,
+    },
+}
+
+
+@hookimpl
+def fkod_register_event_types():
+    return [
+        EventType("partner.created", "A partner account was registered.",
+                  PARTNER_DATA_SCHEMA, PARTNER_SAMPLE),
+        EventType("partner.updated", "A partner changed its profile; changed_fields lists what.",
+                  PARTNER_DATA_SCHEMA, {**PARTNER_SAMPLE, "changed_fields": ["description"]}),
+        EventType("partner.verified", "F-KOD approved the partner's verification.",
+                  PARTNER_DATA_SCHEMA, PARTNER_SAMPLE),
+        EventType("integration.created", "A partner created an integration draft.",
+                  INTEGRATION_DATA_SCHEMA, {**INTEGRATION_SAMPLE, "status": "draft"}),
+        EventType("integration.updated", "A partner changed an integration.",
+                  INTEGRATION_DATA_SCHEMA, INTEGRATION_SAMPLE),
+        EventType("integration.published", "An integration passed review and is listed.",
+                  INTEGRATION_DATA_SCHEMA, INTEGRATION_SAMPLE),
+        EventType("integration.installed", "A customer installed an integration.",
+                  INSTALL_DATA_SCHEMA,
+                  {"integration": INTEGRATION_SAMPLE, "user_id": "user_123",
+                   "installed_at": "2026-06-05T10:00:00Z"}),
+    ]

@@ -1,0 +1,78 @@
+"""Fixtures shared by every test: a real application on a fresh database.
+
+The database is SQLite by default. With ``FKOD_TEST_STACK=production`` the
+functional tests run on PostgreSQL and Redis instead (rate limiter, usage
+stream and dramatiq broker on Redis, an ``fkod worker``-style worker in the
+test process), the way production.ini configures them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from fkod import shutdown
+from fkod.core.migrations import upgrade_to_head
+from fkod.core.testing import TestClient, make_app, make_settings
+
+pytest_plugins = ["tests.services"]
+
+STACK = os.environ.get("FKOD_TEST_STACK", "embedded")
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory):
+    """A SQLite file migrated to head once per session; each test copies it."""
+    path = tmp_path_factory.mktemp("template") / "fkod.sqlite"
+    upgrade_to_head(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def stack_settings(request, tmp_path, migrated_sqlite_template):
+    """Settings for the stack under test: embedded SQLite, or PostgreSQL with Redis."""
+    if STACK == "production":
+        postgres = request.getfixturevalue("make_postgres_schema")()
+        redis_url = request.getfixturevalue("redis_url")
+        upgrade_to_head(postgres)
+        namespace = os.urandom(4).hex()
+        return make_settings(tmp_path, db_url=postgres, extra={
+            "fkod.redis.url": redis_url,
+            "fkod.ratelimit.backend": "redis",
+            "fkod.metering.backend": "redis",
+            "fkod.metering.stream_name": f"fkod:test:{namespace}:usage",
+            "fkod.tasks.broker": "redis",
+        })
+    shutil.copy(migrated_sqlite_template, tmp_path / "fkod.sqlite")
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def app_factory(stack_settings):
+    """Build applications on the test's database; each is shut down after the test."""
+    built = []
+
+    def build(**overrides):
+        settings = dict(stack_settings)
+        settings.update(overrides)
+        app = make_app(settings)
+        built.append(app)
+        if not app.registry["tasks"].in_process:
+            app.registry["tasks"].start()
+        return app
+
+    yield build
+    for app in built:
+        shutdown(app.registry)
+
+
+@pytest.fixture
+def app(app_factory):
+    return app_factory()
+
+
+@pytest.fixture
+def client(app):
+    return TestClient(app)

@@ -1,0 +1,122 @@
+"""Session fixtures that locate the real services used by integration tests.
+
+Each fixture checks that its service responds and returns its URL. When the
+service is unreachable the dependent tests are skipped, unless the environment
+variable CI is ``true``, ``1`` or ``yes``, in which case they fail so that a
+broken CI service is not mistaken for a passing run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def ci_requires_services() -> bool:
+    """Return True when the CI environment variable is set to a true value."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def report_unreachable(service: str, url: str, error: Exception, how_to_enable: str) -> None:
+    """Skip the requesting test, or fail it under CI, because ``service`` did not respond."""
+    message = f"{service} at {url} is unreachable ({error}). To run these tests, {how_to_enable}."
+    if ci_requires_services():
+        pytest.fail(f"{message} CI is set, so the test fails instead of being skipped.")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a Redis server that responded to PING, from FKOD_TEST_REDIS_URL."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    url = os.environ.get("FKOD_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+    )
+    failure: redis.exceptions.RedisError | None = None
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as error:
+        failure = error
+    finally:
+        client.close()
+
+    # Reported outside the except block so that the skip or failure does not
+    # carry redis-py's whole traceback as its context.
+    if failure is not None:
+        report_unreachable(
+            "Redis", url, failure, "start Redis on 127.0.0.1:6379 or set FKOD_TEST_REDIS_URL"
+        )
+    return url
+
+
+@pytest.fixture(scope="session")
+def make_postgres_schema() -> Iterator[Callable[[], str]]:
+    """Function that creates an empty schema with a random name and returns a URL that uses it.
+
+    The database is the one at FKOD_TEST_POSTGRES_URL. Connections made from a
+    returned URL have ``search_path`` set to their schema alone, so tables
+    created through it land there. Every schema created is dropped, with its
+    contents, at the end of the session.
+    """
+    url = os.environ.get("FKOD_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    shown_url = sa.engine.make_url(url).render_as_string(hide_password=True)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 2})
+    failure: Exception | None = None
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as error:
+        failure = error.orig or error
+
+    if failure is not None:
+        engine.dispose()
+        report_unreachable(
+            "PostgreSQL",
+            shown_url,
+            failure,
+            "start PostgreSQL on 127.0.0.1:5432 or set FKOD_TEST_POSTGRES_URL",
+        )
+
+    created: list[str] = []
+
+    def create_schema() -> str:
+        schema = f"fkod_test_{secrets.token_hex(6)}"
+        with engine.begin() as connection:
+            connection.execute(sa.schema.CreateSchema(schema))
+        created.append(schema)
+        schema_url = sa.engine.make_url(url).update_query_dict(
+            {"options": f"-csearch_path={schema}"}
+        )
+        return schema_url.render_as_string(hide_password=False)
+
+    yield create_schema
+
+    try:
+        with engine.begin() as connection:
+            # A connection that a test left open would block DROP SCHEMA, and
+            # the timeout turns that into an error instead of a hang.
+            connection.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
+            for schema in created:
+                connection.execute(sa.schema.DropSchema(schema, cascade=True))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(make_postgres_schema) -> str:
+    """URL of an empty PostgreSQL schema that this test session owns, from make_postgres_schema."""
+    return make_postgres_schema()
