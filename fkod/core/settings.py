@@ -60,6 +60,7 @@ class Setting:
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     secret: bool = False
 
 
@@ -99,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
              choices=("memory", "redis")),
     _setting("ratelimit.sub_buckets", _as_int, "60",
              "Sub-buckets per sliding window; the window edge is exact to one sub-bucket.",
-             minimum=1),
+             minimum=1, maximum=1000),
     _setting("ratelimit.fail_open", _as_bool, "false",
              "When the rate-limit store is unreachable, admit requests (true) or answer 503 (false)."),
     _setting("metering.backend", _as_str, "memory", "Where usage records are buffered.",
@@ -209,5 +210,10 @@ def _parse(setting: Setting, value: str, source: str) -> Any:
         raise ConfigurationError(
             f"invalid setting {setting.name} = {shown} from {source}: "
             f"expected at least {setting.minimum:g}"
+        )
+    if setting.maximum is not None and parsed > setting.maximum:
+        raise ConfigurationError(
+            f"invalid setting {setting.name} = {shown} from {source}: "
+            f"expected at most {setting.maximum:g}"
         )
     return parsed

@@ -13,6 +13,7 @@ from fkod.core.auth.apikeys import generate_key
 from fkod.core.auth.models import PLATFORM_NAMESPACE, ApiKey, Partner, PartnerMember, User
 from fkod.core.auth.passwords import hash_password
 from fkod.core.auth.scopes import invalid_scopes
+from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, Forbidden, ValidationFailed, field_error
 from fkod.core.webhooks import signing
@@ -55,7 +56,9 @@ def register_partner(request, data: dict) -> tuple[Partner, User]:
                 email_namespace=PLATFORM_NAMESPACE, livemode=True)
     session.add(user)
     session.flush()
-    partner = Partner(user_id=user.id, status="pending", verification_status="unverified", **data)
+    default_plan = session.scalar(sa.select(Plan).where(Plan.is_default.is_(True)).limit(1))
+    partner = Partner(user_id=user.id, status="pending", verification_status="unverified",
+                      plan_id=default_plan.id if default_plan else None, **data)
     session.add(partner)
     session.flush()
     session.add(PartnerMember(partner_id=partner.id, user_id=user.id, role="owner"))
