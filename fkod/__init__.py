@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 def main(global_config, **settings):
     """Build the WSGI application from the ``[app:main]`` settings of an .ini file."""
     settings = load_settings(settings)
+    # The platform's exception views render every error; Cornice's stay out.
+    settings["handle_exceptions"] = False
     with Configurator(settings=settings) as config:
         config.include("cornice")
-        # Committed first so the platform's own error views replace Cornice's.
-        config.commit()
         config.include("fkod.core.db")
         config.include("fkod.core.errors")
         config.include("fkod.core.requestlog")
@@ -52,6 +52,7 @@ def include_runtime(config):
     settings = config.get_settings()
     registry = config.registry
     redis_url = settings["fkod.redis.url"] or None
+    key_prefix = settings["fkod.redis.key_prefix"]
     uses_redis = "redis" in (settings["fkod.ratelimit.backend"], settings["fkod.metering.backend"],
                              settings["fkod.tasks.broker"])
     if uses_redis and not redis_url:
@@ -65,9 +66,9 @@ def include_runtime(config):
 
     registry["rate_limiter"] = make_rate_limiter(
         settings["fkod.ratelimit.backend"], redis_url=redis_url,
-        sub_buckets=settings["fkod.ratelimit.sub_buckets"], key_prefix="fkod:rl:",
+        sub_buckets=settings["fkod.ratelimit.sub_buckets"], key_prefix=key_prefix + "rl:",
     )
-    stream = settings["fkod.metering.stream_name"]
+    stream = key_prefix + "usage"
     registry["usage_recorder"] = make_usage_recorder(
         settings["fkod.metering.backend"], engine=registry["db.engine"],
         redis_client=redis_client, stream=stream,
@@ -75,7 +76,8 @@ def include_runtime(config):
     )
     tasks = make_task_queue(settings)
     registry["tasks"] = tasks
-    registry["leader_lock"] = LeaderLock(redis_client if not tasks.in_process else None)
+    registry["leader_lock"] = LeaderLock(redis_client if not tasks.in_process else None,
+                                         prefix=key_prefix + "leader:")
 
     if settings["fkod.metering.backend"] == "redis":
         consumer = f"{socket.gethostname()}-{os.getpid()}"

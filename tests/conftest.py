@@ -42,7 +42,7 @@ def stack_settings(request, tmp_path, migrated_sqlite_template):
             "fkod.redis.url": redis_url,
             "fkod.ratelimit.backend": "redis",
             "fkod.metering.backend": "redis",
-            "fkod.metering.stream_name": f"fkod:test:{namespace}:usage",
+            "fkod.redis.key_prefix": f"fkod-test:{namespace}:",
             "fkod.tasks.broker": "redis",
         })
     shutil.copy(migrated_sqlite_template, tmp_path / "fkod.sqlite")
@@ -66,6 +66,22 @@ def app_factory(stack_settings):
     yield build
     for app in built:
         shutdown(app.registry)
+    _delete_redis_keys(stack_settings)
+
+
+def _delete_redis_keys(settings) -> None:
+    """Remove what a production-stack test left in the shared Redis under its own prefix."""
+    if not settings.get("fkod.redis.url"):
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings["fkod.redis.url"])
+    try:
+        keys = list(client.scan_iter(match=settings["fkod.redis.key_prefix"] + "*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

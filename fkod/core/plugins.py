@@ -71,10 +71,18 @@ class PluginHost:
             info = PluginInfo(entry_point.name, entry_point.value, version)
             self.plugins[entry_point.name] = info
             try:
-                self.manager.register(entry_point.load(), name=entry_point.name)
+                plugin = entry_point.load()
+                self.manager.register(plugin, name=entry_point.name)
+                self._check_hooks_known(plugin)
             except Exception as exc:
                 self._mark_failed(info, "import", exc)
-        self.manager.check_pending()
+
+    def _check_hooks_known(self, plugin) -> None:
+        """Reject a plugin that implements a hook no specification declares (a typo, say)."""
+        for caller in self.manager.get_hookcallers(plugin) or ():
+            if not caller.has_spec():
+                raise pluggy.PluginValidationError(
+                    plugin, f"unknown hook {caller.name}: no hook specification has that name")
 
     def call_each(self, hook_name: str, **kwargs) -> list[tuple[str, object]]:
         """Call a hook plugin by plugin; a plugin that raises is marked failed and skipped."""
@@ -110,6 +118,9 @@ class PluginHost:
 
     def include_routes(self, config) -> None:
         """Let each plugin add its routes and record which routes are whose."""
+        # Commit what the core registered so far, so its routes are not
+        # counted as the first plugin's.
+        config.commit()
         mapper = config.get_routes_mapper()
         for impl in reversed(self.manager.hook.fkod_include.get_hookimpls()):
             info = self.plugins[impl.plugin_name]

@@ -80,6 +80,9 @@ SETTINGS: tuple[Setting, ...] = (
              "How long SQLite waits for a lock before failing, in milliseconds.", minimum=0),
     _setting("redis.url", _as_str, "",
              "Redis URL used by the redis rate limiter, usage stream and broker."),
+    _setting("redis.key_prefix", _as_str, "fkod:",
+             "Prefix of every Redis key the platform writes, so several deployments can "
+             "share one Redis."),
     _setting("secrets.api_key_pepper", _as_str, None,
              "Server-side pepper for the HMAC-SHA256 of API keys (32 characters or more).",
              secret=True),
@@ -108,8 +111,6 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("metering.flush_interval_ms", _as_int, "2000",
              "How often a process flushes its buffered usage records, in milliseconds.",
              minimum=10),
-    _setting("metering.stream_name", _as_str, "fkod:usage",
-             "Redis stream that receives usage records (redis backend)."),
     _setting("tasks.broker", _as_str, "inprocess",
              "Dramatiq broker: inprocess runs actors on threads of this process; "
              "redis needs fkod worker processes.", choices=("inprocess", "redis")),

@@ -132,7 +132,7 @@ def make_task_queue(settings: dict) -> TaskQueue:
                 "missing setting fkod.redis.url: fkod.tasks.broker = redis needs a Redis URL"
             )
         broker = RedisBroker(url=settings["fkod.redis.url"], middleware=_middleware(),
-                             namespace="fkod-tasks")
+                             namespace=settings["fkod.redis.key_prefix"] + "tasks")
         return TaskQueue(broker, in_process=False, worker_threads=8)
     broker = StubBroker(middleware=_middleware())
     broker.emit_after("process_boot")
@@ -148,7 +148,7 @@ class LeaderLock:
     renews it, so a worker that dies hands the job over to another.
     """
 
-    def __init__(self, redis_client=None, *, ttl_seconds: int = 60, prefix: str = "fkod:leader:"):
+    def __init__(self, redis_client=None, *, ttl_seconds: int = 60, prefix: str):
         self.redis = redis_client
         self.ttl_ms = ttl_seconds * 1000
         self.prefix = prefix

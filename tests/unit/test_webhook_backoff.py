@@ -1,0 +1,63 @@
+"""Tests for ``backoff_seconds``, the delay between two delivery attempts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fkod.core.webhooks.delivery import backoff_seconds
+
+DAY = 86_400
+
+
+@pytest.mark.parametrize("attempts, expected", [
+    (1, 60),
+    (2, 120),
+    (3, 240),
+    (4, 480),
+    (5, 960),
+])
+def test_backoff_doubles_per_attempt(attempts, expected):
+    assert backoff_seconds(attempts, 60, DAY) == expected
+
+
+@pytest.mark.parametrize("retry_delay", [1, 7, 300])
+def test_backoff_first_retry_is_retry_delay(retry_delay):
+    assert backoff_seconds(1, retry_delay, DAY) == retry_delay
+
+
+def test_backoff_capped_at_maximum():
+    assert backoff_seconds(6, 300, 3600) == 3600
+
+
+def test_backoff_just_below_cap():
+    # 300 s doubled three times is 2400 s, still below the 3600 s cap.
+    assert backoff_seconds(4, 300, 3600) == 2400
+
+
+def test_backoff_cap_below_retry_delay():
+    assert backoff_seconds(1, 600, 60) == 60
+
+
+@pytest.mark.parametrize("attempts", [47, 1024, 5000, 10**9])
+def test_backoff_huge_attempts_return_cap(attempts):
+    result = backoff_seconds(attempts, 300, DAY)
+
+    assert result == DAY
+    assert type(result) is int
+
+
+@pytest.mark.parametrize("attempts", [0, 1, 3, 47, 10**9])
+def test_backoff_zero_delay_is_zero(attempts):
+    assert backoff_seconds(attempts, 0, DAY) == 0
+
+
+@pytest.mark.parametrize("attempts", [0, -1])
+def test_backoff_before_first_failure_is_retry_delay(attempts):
+    assert backoff_seconds(attempts, 60, DAY) == 60
+
+
+def test_backoff_never_decreases():
+    delays = [backoff_seconds(attempts, 5, DAY) for attempts in range(1, 60)]
+
+    assert delays == sorted(delays)
+    assert delays[-1] == DAY
