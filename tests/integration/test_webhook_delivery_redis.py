@@ -7,9 +7,10 @@ deliver the webhooks to a receiver on 127.0.0.1. The crash test kills a worker
 with SIGKILL during an attempt and checks that a new worker's sweeper takes the
 lost claim back and delivers it.
 
-The database is a fresh PostgreSQL schema. The broker's namespace
-(``fkod-tasks``) is fixed by the application, so these workers share their
-queue with any other test run on the same Redis server.
+The database is a fresh PostgreSQL schema, and every Redis key (the broker's
+queues, the sweeper's leader lock, the usage stream) starts with a random
+``fkod.redis.key_prefix``, so other test runs on the same Redis server neither
+take these messages nor send any here. The keys are deleted after the test.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook as StandardWebhook
@@ -70,19 +72,36 @@ format = %(asctime)s %(levelname)s [%(name)s] %(message)s %(threadName)s
 
 
 @pytest.fixture
-def settings(tmp_path, make_postgres_schema, redis_url) -> dict:
-    """Production-stack settings on a new, migrated PostgreSQL schema."""
+def settings(tmp_path, make_postgres_schema, redis_url):
+    """Production-stack settings on a new, migrated PostgreSQL schema.
+
+    The Redis keys written under the settings' key prefix are deleted afterwards.
+    """
     db_url = make_postgres_schema()
     upgrade_to_head(db_url)
-    return make_settings(tmp_path, db_url=db_url, extra={
-        "fkod.redis.url": redis_url,
-        "fkod.tasks.broker": "redis",
-        "fkod.ratelimit.backend": "redis",
-        "fkod.metering.backend": "redis",
-        "fkod.metering.stream_name": f"fkod:test:{os.urandom(6).hex()}:usage",
-        "fkod.webhooks.in_flight_timeout_seconds": str(IN_FLIGHT_TIMEOUT_SECONDS),
-        "fkod.webhooks.sweep_interval_seconds": "1",
-    })
+    key_prefix = f"fkod-test:{os.urandom(6).hex()}:"
+    try:
+        yield make_settings(tmp_path, db_url=db_url, extra={
+            "fkod.redis.url": redis_url,
+            "fkod.redis.key_prefix": key_prefix,
+            "fkod.tasks.broker": "redis",
+            "fkod.ratelimit.backend": "redis",
+            "fkod.metering.backend": "redis",
+            "fkod.webhooks.in_flight_timeout_seconds": str(IN_FLIGHT_TIMEOUT_SECONDS),
+            "fkod.webhooks.sweep_interval_seconds": "1",
+        })
+    finally:
+        delete_redis_keys(redis_url, key_prefix)
+
+
+def delete_redis_keys(redis_url: str, key_prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=key_prefix + "*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
