@@ -76,8 +76,12 @@ def include_runtime(config):
     )
     tasks = make_task_queue(settings)
     registry["tasks"] = tasks
-    registry["leader_lock"] = LeaderLock(redis_client if not tasks.in_process else None,
-                                         prefix=key_prefix + "leader:")
+    # A lock that outlives three sweeps passes to another worker soon after its
+    # holder dies, without changing hands between two sweeps of a live holder.
+    registry["leader_lock"] = LeaderLock(
+        redis_client if not tasks.in_process else None, prefix=key_prefix + "leader:",
+        ttl_seconds=3 * settings["fkod.webhooks.sweep_interval_seconds"],
+    )
 
     if settings["fkod.metering.backend"] == "redis":
         consumer = f"{socket.gethostname()}-{os.getpid()}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,7 +32,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class ReceivedRequest:
-    """One request as it arrived; ``received_at`` is Unix time when its head was read."""
+    """One request as it arrived. ``received_at`` is the Unix time at which its head was read."""
 
     method: str
     path: str
@@ -53,11 +52,14 @@ class ReceivedRequest:
 
     def header_values(self, name: str) -> list[str]:
         """Return every value of header ``name`` (any case), in the order received."""
-        wanted = name.lower()
-        return [value for key, value in self.headers if key.lower() == wanted]
+        lowered = name.lower()
+        return [value for key, value in self.headers if key.lower() == lowered]
 
     def header_dict(self) -> dict[str, str]:
-        """Return the headers as a dict with lower-case names; a repeated header keeps its last value."""
+        """Return the headers as a dict with lower-case names.
+
+        A repeated header keeps its last value.
+        """
         return {key.lower(): value for key, value in self.headers}
 
 
@@ -121,7 +123,7 @@ class _RecordingHandler(BaseHTTPRequestHandler):
             self.rfile.readline()
 
     def log_message(self, format: str, *args) -> None:
-        # Every request is recorded; the default access log on stderr adds only noise.
+        # Every request is recorded, so the default access log on stderr would only add noise.
         pass
 
 
@@ -143,7 +145,7 @@ class _RecordingServer(ThreadingHTTPServer):
 class Receiver:
     """An HTTP server on 127.0.0.1 that records requests and sends scripted replies.
 
-    ``replies`` are ``Reply`` values or bare status codes, used in order; the
+    ``replies`` are ``Reply`` values or bare status codes, used in order. The
     last one repeats for every later request. With no replies, every request
     gets 200. Use it as a context manager: the server starts on entry and stops
     on exit, waking any reply that is still waiting out its delay.
@@ -198,9 +200,6 @@ class Receiver:
         """A snapshot of the requests received so far, in arrival order."""
         with self._condition:
             return list(self._requests)
-
-    def __iter__(self) -> Iterator[ReceivedRequest]:
-        return iter(self.requests)
 
     def __len__(self) -> int:
         with self._condition:

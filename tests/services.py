@@ -106,11 +106,13 @@ def make_postgres_schema() -> Iterator[Callable[[], str]]:
     yield create_schema
 
     try:
-        with engine.begin() as connection:
-            # A connection that a test left open would block DROP SCHEMA, and
-            # the timeout turns that into an error instead of a hang.
-            connection.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
-            for schema in created:
+        # One transaction per schema: dropping dozens at once needs more locks
+        # than max_locks_per_transaction allows.
+        for schema in created:
+            with engine.begin() as connection:
+                # A connection that a test left open would block DROP SCHEMA, and
+                # the timeout turns that into an error instead of a hang.
+                connection.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
                 connection.execute(sa.schema.DropSchema(schema, cascade=True))
     finally:
         engine.dispose()

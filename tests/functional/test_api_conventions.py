@@ -31,8 +31,8 @@ GENERATED_REQUEST_ID = re.compile(r"^req_[0-9a-f]{24}$")
 
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
 
-# Tables whose row counts change without any client request creating something:
-# usage rows are written by a background thread after every gateway call.
+# Tables left out of the row counts. A background thread writes usage rows after
+# every gateway call, and Alembic owns alembic_version.
 UNCOUNTED_TABLES = {"api_usage", "alembic_version"}
 
 # Operations that exist today. The walk must find at least these, so a broken
@@ -145,7 +145,8 @@ def valid_body(method: str, path: str, world: World) -> dict:
         # Subscribed to an event no test here publishes, so nothing is ever delivered.
         ("POST", "/api/partners/webhooks"): lambda: {
             "url": "http://127.0.0.1:9/hooks", "event_types": ["partner.verified"]},
-        ("POST", "/api/v1/users"): lambda: {"email": f"learner-{secrets.token_hex(4)}@acme.example"},
+        ("POST", "/api/v1/users"): lambda: {
+            "email": f"learner-{secrets.token_hex(4)}@acme.example"},
         ("PUT", "/api/v1/users/{id}"): lambda: {"name": "Renamed Learner"},
         ("POST", "/api/v1/courses"): lambda: {"title": "Systems Thinking"},
         ("POST", "/api/v1/courses/{id}/complete"): lambda: {"user_id": world.user_id},
@@ -179,7 +180,7 @@ def count_rows(app) -> dict[str, int]:
 
 def send(client: TestClient, method: str, path: str, body: bytes | None, *,
          headers: dict | None = None, content_type: str | None = "application/json"):
-    """Send raw bytes; ``content_type=None`` sends no Content-Type header at all."""
+    """Send raw bytes. With ``content_type=None`` the request has no Content-Type header."""
     request = webtest.TestRequest.blank(path, method=method, body=body,
                                         headers=headers or {})
     if content_type is None:
@@ -451,7 +452,7 @@ def test_request_id_on_every_response(client, world):
     ]
 
     ids = [response.headers.get("X-Request-Id") for response in responses]
-    for response, request_id in zip(responses, ids):
+    for response, request_id in zip(responses, ids, strict=True):
         assert request_id, f"{response.request.method} {response.request.path}"
         assert GENERATED_REQUEST_ID.match(request_id), request_id
         if response.status_int >= 400 and response.content_type == "application/json":
@@ -479,3 +480,72 @@ def test_unsafe_request_id_replaced(client, request_id):
     assert response.headers["X-Request-Id"] != request_id
     assert GENERATED_REQUEST_ID.match(response.headers["X-Request-Id"])
     assert response.json["request_id"] == response.headers["X-Request-Id"]
+
+
+# Input that must never reach the database or the response encoder -------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "require_json_content_type compares the media type case-sensitively, but RFC 9110 "
+    "makes type and subtype case-insensitive, so Application/JSON gets a 415."))
+@pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; charset=utf-8"])
+def test_media_type_case_insensitive(client, content_type):
+    raw = json.dumps({"company_name": "Acme", "email": "case@acme.example",
+                      "password": TEST_PASSWORD}).encode()
+
+    response = send(client, "POST", "/api/partners/register", raw, content_type=content_type)
+
+    assert response.status_int == 201, response.body[:500]
+
+
+# JSON text with an escaped lone surrogate: valid JSON, but no valid UTF-8 string.
+SURROGATE_CASES = {
+    "register_company": ("POST", "/api/partners/register", AUTH_NONE,
+                         b'{"company_name": "\\ud800", "email": "s@acme.example", '
+                         b'"password": "correct horse battery staple"}'),
+    "update_profile": ("PUT", "/api/partners/me", AUTH_MEMBER, b'{"description": "a\\udc00"}'),
+    "key_name": ("POST", "/api/partners/api-keys", AUTH_MEMBER,
+                 b'{"key_name": "\\ud83d", "scopes": ["users:read"]}'),
+    "unknown_field_name": ("POST", "/api/partners/api-keys", AUTH_MEMBER, b'{"\\ud83d": 1}'),
+    "gateway_user": ("POST", "/api/v1/users", AUTH_API_KEY,
+                     b'{"email": "u@acme.example", "name": "\\ud83d"}'),
+}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "parse_json_object accepts JSON strings with lone surrogate escapes, which later "
+    "fail to encode as UTF-8 in the database or the response, giving a 500."))
+@pytest.mark.parametrize("method,path,auth,raw", list(SURROGATE_CASES.values()),
+                         ids=list(SURROGATE_CASES))
+def test_lone_surrogate_rejected(client, world, method, path, auth, raw):
+    response = send(client, method, path, raw, headers=world.headers_for(auth))
+
+    assert_envelope(response, 400)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "load_query reads request.GET, which raises UnicodeDecodeError for a percent-encoded "
+    "byte that is not UTF-8, and that error becomes a 500."))
+@pytest.mark.parametrize("path,auth", [
+    ("/api/partners/api-keys?limit=%FF", AUTH_MEMBER),
+    ("/api/partners/api-keys?%FF=1", AUTH_MEMBER),
+    ("/api/v1/users?email=%FF", AUTH_API_KEY),
+])
+def test_invalid_utf8_query_rejected(client, world, path, auth):
+    response = client.web.get(path, headers=world.headers_for(auth), status="*",
+                              expect_errors=True)
+
+    assert_envelope(response, 400)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "A path with a percent-encoded byte that is not UTF-8 raises URLDecodeError, which "
+    "no exception view handles, and the request log then fails on request.path, so the "
+    "exception escapes the WSGI application."))
+@pytest.mark.parametrize("path", ["/api/v1/users/%FF", "/%FF", "/health/%C3"])
+def test_invalid_utf8_path_rejected(client, world, path):
+    response = client.web.get(path, headers=auth_header(world.key), status="*",
+                              expect_errors=True)
+
+    assert response.status_int in (400, 404), response.body[:500]
+    assert_envelope(response, response.status_int)

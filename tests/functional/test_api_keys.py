@@ -54,10 +54,6 @@ def key_body(**fields) -> dict:
     return body
 
 
-def future(days: int = 30) -> str:
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
-
-
 @pytest.fixture
 def owner(client):
     """The login headers of a fresh partner's owner."""
@@ -308,14 +304,14 @@ def test_default_page_size_twenty(client, owner):
 def test_limit_bounds_accepted(client, owner):
     create_many(client, owner, 2)
 
-    one = client.web.get(f"{KEYS_PATH}?limit=1", headers=owner).json
-    hundred = client.web.get(f"{KEYS_PATH}?limit=100", headers=owner).json
+    smallest = client.web.get(f"{KEYS_PATH}?limit=1", headers=owner).json
+    largest = client.web.get(f"{KEYS_PATH}?limit=100", headers=owner).json
 
-    assert len(one["data"]) == 1
-    assert one["has_more"] is True
-    assert len(hundred["data"]) == 2
-    assert hundred["has_more"] is False
-    assert hundred["next_cursor"] is None
+    assert len(smallest["data"]) == 1
+    assert smallest["has_more"] is True
+    assert len(largest["data"]) == 2
+    assert largest["has_more"] is False
+    assert largest["next_cursor"] is None
 
 
 @pytest.mark.parametrize("query", [

@@ -323,7 +323,7 @@ def test_login_response_fields(client, partner):
     assert response.json["role"] == "owner"
 
 
-def test_jwks_holds_public_key_only(client):
+def test_jwks_contains_public_keys_only(client):
     jwks = client.web.get("/.well-known/jwks.json").json
 
     assert len(jwks["keys"]) >= 1
@@ -441,7 +441,7 @@ def sign_with_server_key(app, claims: dict) -> str:
 
 
 def test_resigned_token_accepted(client, app, partner):
-    # The control for the rejection tests below: the same construction with
+    # This is the control for the rejection tests below. The same construction with
     # valid claims is accepted, so a 401 there comes from the changed claim.
     token = sign_with_server_key(app, login_claims(client, partner))
 
@@ -500,7 +500,7 @@ def test_unsigned_token_rejected(client, app, partner):
 
 
 def test_hmac_with_public_key_rejected(client, app, partner):
-    # Algorithm confusion: HS256 keyed with the published public key.
+    # An algorithm-confusion attack signs with HS256, using the public key as the secret.
     signer = app.registry["token_signer"]
     public_pem = signer.key.as_pem(private=False)
     header = b64url(json.dumps({"alg": "HS256", "kid": signer.key_id, "typ": "JWT"}).encode())

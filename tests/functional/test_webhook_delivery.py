@@ -1,11 +1,12 @@
 """Functional tests of webhook delivery, from an API call to a receiver on 127.0.0.1.
 
 Each test builds the real application through the ``client``, ``app`` or
-``app_factory`` fixtures, so the same tests run on the embedded stack (SQLite,
-in-process broker) and, with ``FKOD_TEST_STACK=production``, on PostgreSQL
-with the Redis broker and a worker in the test process. Deliveries are observed
-where a partner sees them, in ``tests.receivers.Receiver``, and in the
-``webhook_events`` and ``webhook_attempts`` rows.
+``app_factory`` fixtures, so the same tests run on two stacks. The embedded
+one is SQLite with the in-process broker. With ``FKOD_TEST_STACK=production``
+it is PostgreSQL with the Redis broker and a worker in the test process.
+Deliveries are observed where a partner sees them, in
+``tests.receivers.Receiver``, and in the ``webhook_events`` and
+``webhook_attempts`` rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
 import re
 import socket
 import threading
@@ -37,7 +37,6 @@ from fkod.core.webhooks.models import Event, Webhook, WebhookAttempt, WebhookEve
 from fkod.plugins.learning import services as learning_services
 from tests.receivers import Receiver, Reply
 
-STACK = os.environ.get("FKOD_TEST_STACK", "embedded")
 # Long enough for a message to pass through Redis on the production stack.
 WAIT_SECONDS = 30
 # How long a test watches for requests or state changes that must not happen.
@@ -51,7 +50,7 @@ UNICODE_NAME = 'Café ☕ 😀 "quoted" \\ back'
 
 @pytest.fixture
 def make_receiver():
-    """Start receivers on 127.0.0.1; each is closed after the test."""
+    """Start receivers on 127.0.0.1 and close each one after the test."""
     started: list[Receiver] = []
 
     def start(*replies: Reply | int) -> Receiver:
@@ -63,6 +62,8 @@ def make_receiver():
     yield start
     for receiver in started:
         receiver.close()
+    for receiver in started:
+        assert receiver.errors == [], f"receiver at {receiver.url} failed to handle a request"
 
 
 @dataclass
@@ -84,14 +85,14 @@ def register(client: TestClient, *, verified: bool = False) -> Member:
     if verified:
         update_rows(client.app, sa.update(Partner)
                     .where(Partner.id == member.partner_id)
-                    .values(verification_status="verified", status="active"))
+                    .values(verification_status="verified"))
     return member
 
 
 def subscribe(client: TestClient, member: Member, url: str, *,
               event_types: tuple[str, ...] = ("user.created",), mode: str = "test",
               retry_count: int = 0, retry_delay: int = 0, headers: dict | None = None) -> dict:
-    """Create a webhook endpoint; return the response, which holds the secret."""
+    """Create a webhook endpoint and return the response, which contains the secret."""
     body = {"url": url, "event_types": list(event_types), "mode": mode,
             "retry_count": retry_count, "retry_delay": retry_delay, "headers": headers or {}}
     return client.web.post_json("/api/partners/webhooks", body,
@@ -148,10 +149,10 @@ def count_rows(app, statement) -> int:
         return session.scalar(sa.select(sa.func.count()).select_from(statement.subquery()))
 
 
-def wait_until(condition, *, timeout: float = WAIT_SECONDS, what: str):
+def wait_until(condition, *, timeout: float = WAIT_SECONDS, description: str):
     """Poll ``condition`` until it returns a true value and return that value.
 
-    Raises AssertionError naming ``what`` when ``timeout`` seconds pass first.
+    Raises AssertionError with ``description`` when ``timeout`` seconds pass first.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -159,17 +160,18 @@ def wait_until(condition, *, timeout: float = WAIT_SECONDS, what: str):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {description}")
         time.sleep(0.05)
 
 
 def wait_for_delivery(app, webhook_id: int, statuses=FINAL_STATUSES) -> WebhookEvent:
-    """Wait until the only delivery to ``webhook_id`` has one of ``statuses``; return it."""
+    """Wait until the only delivery to ``webhook_id`` has one of ``statuses`` and return it."""
     def settled():
         rows = deliveries_of(app, webhook_id)
         return rows[0] if len(rows) == 1 and rows[0].status in statuses else None
 
-    return wait_until(settled, what=f"a delivery to webhook {webhook_id} in {statuses}")
+    return wait_until(settled,
+                      description=f"a delivery to webhook {webhook_id} in {statuses}")
 
 
 def wait_for_status(app, delivery_id: int, statuses=FINAL_STATUSES) -> WebhookEvent:
@@ -177,19 +179,19 @@ def wait_for_status(app, delivery_id: int, statuses=FINAL_STATUSES) -> WebhookEv
         row = delivery(app, delivery_id)
         return row if row.status in statuses else None
 
-    return wait_until(settled, what=f"delivery {delivery_id} in {statuses}")
+    return wait_until(settled, description=f"delivery {delivery_id} in {statuses}")
 
 
-def publish_without_enqueue(app, partner_id: int, *, event_type: str = "user.created",
+def publish_without_enqueue(app, partner_id: int, *,
                             data: dict | None = None) -> tuple[str, list[int]]:
-    """Write an event and its deliveries the way a lost enqueue leaves them.
+    """Write a user.created event and its deliveries the way a lost enqueue leaves them.
 
-    ``publish_event`` only writes rows; nothing is sent to the broker.
+    ``publish_event`` only writes rows, so nothing is sent to the broker.
     Returns the event's public id and the delivery ids.
     """
     def work(session):
         event, deliveries = outbox.publish_event(
-            session, event_type=event_type, data=data or {"id": "user_0"}, livemode=False,
+            session, event_type="user.created", data=data or {"id": "user_0"}, livemode=False,
             partner_ids=[partner_id], request_id=None,
         )
         return event.public_id, [item.id for item in deliveries]
@@ -234,7 +236,7 @@ class Delivered:
 
 @pytest.fixture
 def delivered(client, make_receiver) -> Delivered:
-    """Create one user with a webhook subscribed, and wait until its delivery succeeds."""
+    """Create one user with a webhook subscribed, and wait until its delivery has finished."""
     receiver = make_receiver(200)
     member = register(client)
     webhook = subscribe(client, member, receiver.url)
@@ -358,10 +360,7 @@ LARGE_FLOATS = {"large": 1e21, "huge": 1e300}
 
 @pytest.mark.parametrize("floats", [
     pytest.param(ORDINARY_FLOATS, id="ordinary"),
-    pytest.param(LARGE_FLOATS, id="large", marks=pytest.mark.xfail(
-        STACK == "production", strict=True,
-        reason="PostgreSQL JSONB stores 1e21 and 1e300 as numerics printed without an "
-               "exponent or decimal point, so the delivery sends integers in place of floats")),
+    pytest.param(LARGE_FLOATS, id="large"),
 ])
 def test_float_data_round_trips(app, make_receiver, floats):
     client = TestClient(app)
@@ -390,8 +389,10 @@ def test_failing_receiver_gets_each_attempt(client, make_receiver, retry_count):
     create_user(client, api_key(client, member))
 
     receiver.wait_for(1 + retry_count, timeout=WAIT_SECONDS)
-    row = wait_for_delivery(client.app, row_id(webhook["id"]))
+    wait_for_delivery(client.app, row_id(webhook["id"]))
+    # A late extra attempt would show in the receiver and in the row by now.
     time.sleep(QUIET_SECONDS)
+    row = deliveries_of(client.app, row_id(webhook["id"]))[0]
     attempts = attempts_of(client.app, row.id)
 
     assert len(receiver) == 1 + retry_count
@@ -403,7 +404,6 @@ def test_failing_receiver_gets_each_attempt(client, make_receiver, retry_count):
     assert row.completed_at is not None
     assert [item.attempt for item in attempts] == list(range(1, 2 + retry_count))
     assert {item.response_code for item in attempts} == {500}
-    assert delivery(client.app, row.id).attempts == 1 + retry_count
 
 
 def test_retry_waits_for_delay(client, make_receiver):
@@ -413,7 +413,11 @@ def test_retry_waits_for_delay(client, make_receiver):
     create_user(client, api_key(client, member))
 
     receiver.wait_for(1, timeout=WAIT_SECONDS)
-    first = wait_for_delivery(client.app, row_id(webhook["id"]), statuses=("pending",))
+    first = wait_until(
+        lambda: next((row for row in deliveries_of(client.app, row_id(webhook["id"]))
+                      if row.status == "pending" and row.attempts == 1), None),
+        description="the delivery back in pending after its first attempt",
+    )
     checked_at = utcnow()
     time.sleep(QUIET_SECONDS)
 
@@ -760,11 +764,12 @@ def test_custom_headers_arrive(client, make_receiver):
         assert request.header_values(name) == [value], name
 
 
-RESERVED_SIGNATURE_HEADERS = ["X-FKOD-Signature", "webhook-id", "Webhook-Timestamp",
-                              "WEBHOOK-SIGNATURE", "Content-Type"]
+# Headers the platform sets itself, in the spellings a partner might use.
+PLATFORM_HEADERS = ["X-FKOD-Signature", "webhook-id", "Webhook-Timestamp", "WEBHOOK-SIGNATURE",
+                    "Content-Type"]
 
 
-@pytest.mark.parametrize("name", RESERVED_SIGNATURE_HEADERS)
+@pytest.mark.parametrize("name", PLATFORM_HEADERS)
 def test_reserved_header_rejected(client, name):
     member = register(client)
     body = {"url": "http://127.0.0.1:9/hook", "event_types": ["user.created"], "mode": "test",
@@ -781,16 +786,18 @@ def test_stored_reserved_header_not_sent(client, make_receiver):
     receiver = make_receiver(200)
     member = register(client)
     webhook = subscribe(client, member, receiver.url)
-    forged = {name: "forged" for name in RESERVED_SIGNATURE_HEADERS}
+    forged = {name: "forged" for name in PLATFORM_HEADERS}
     update_rows(client.app, sa.update(Webhook).where(Webhook.id == row_id(webhook["id"]))
                 .values(headers=forged))
     create_user(client, api_key(client, member))
 
     request = receiver.wait_for(1, timeout=WAIT_SECONDS)[0]
+    timestamp, signatures = fkod_signature_parts(request.header("X-FKOD-Signature"))
 
-    for name in RESERVED_SIGNATURE_HEADERS:
+    for name in PLATFORM_HEADERS:
         assert len(request.header_values(name)) == 1, name
         assert request.header(name) != "forged", name
+    assert signatures == [fkod_hmac(webhook["secret"], timestamp, request.body)]
     StandardWebhook(webhook["secret"]).verify(request.body, request.header_dict())
 
 
@@ -801,7 +808,7 @@ def test_stored_reserved_header_not_sent(client, make_receiver):
 def outbound_connections(monkeypatch):
     """Record every socket connect of this process and block any that leaves loopback.
 
-    The product must refuse a private address before connecting; this guard
+    The product must reject a private address before connecting. This guard
     makes sure that a regression still sends nothing off the machine.
     """
     attempted: list[tuple] = []

@@ -7,10 +7,11 @@ deliver the webhooks to a receiver on 127.0.0.1. The crash test kills a worker
 with SIGKILL during an attempt and checks that a new worker's sweeper takes the
 lost claim back and delivers it.
 
-The database is a fresh PostgreSQL schema, and every Redis key (the broker's
+The database is a fresh PostgreSQL schema. Every Redis key (the broker's
 queues, the sweeper's leader lock, the usage stream) starts with a random
-``fkod.redis.key_prefix``, so other test runs on the same Redis server neither
-take these messages nor send any here. The keys are deleted after the test.
+``fkod.redis.key_prefix``. Other test runs on the same Redis server therefore
+neither take these messages nor send any here. The keys are deleted after the
+test.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from tests.receivers import Receiver, Reply
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 30
 IN_FLIGHT_TIMEOUT_SECONDS = 10
-# A killed worker may still hold the sweeper's Redis leader lock, which
+# A killed worker may still own the sweeper's Redis leader lock, which
 # expires 60 s after its last renewal (fkod.core.tasks.LeaderLock). The new
-# worker sweeps only after that, then waits for the in-flight timeout.
+# worker sweeps only once the lock has expired and the in-flight timeout has
+# passed. The last 60 s are a margin for a slow machine.
 RECOVERY_WAIT_SECONDS = 60 + IN_FLIGHT_TIMEOUT_SECONDS + 60
 WORKER_STOP_SECONDS = 20
 
@@ -106,7 +108,7 @@ def delete_redis_keys(redis_url: str, key_prefix: str) -> None:
 
 @pytest.fixture
 def ini_file(tmp_path, settings) -> Path:
-    """An .ini file whose [app:main] section holds ``settings``."""
+    """An .ini file whose [app:main] section contains ``settings``."""
     lines = ["[app:main]", "use = egg:fkod-partner-platform"]
     # PasteDeploy interpolates %(name)s in values, so a literal % is doubled.
     lines += [f"{name} = {value.replace('%', '%%')}" for name, value in settings.items()]
@@ -159,7 +161,7 @@ class Worker:
 
 @pytest.fixture
 def start_worker(tmp_path, ini_file):
-    """Start ``fkod worker`` processes; every one is stopped after the test."""
+    """Start ``fkod worker`` processes and stop every one after the test."""
     workers: list[Worker] = []
 
     def start() -> Worker:
@@ -189,6 +191,8 @@ def make_receiver():
     finally:
         for receiver in started:
             receiver.close()
+    for receiver in started:
+        assert receiver.errors == [], f"receiver at {receiver.url} failed to handle a request"
 
 
 def subscribe_and_create_user(client: TestClient, url: str, *, retry_count: int) -> dict:
@@ -209,7 +213,7 @@ def subscribe_and_create_user(client: TestClient, url: str, *, retry_count: int)
 
 
 def wait_for_requests(receiver: Receiver, count: int, timeout: float, worker: Worker):
-    """Wait for ``count`` requests; on timeout, fail with the worker's recent output."""
+    """Wait for ``count`` requests, and on timeout fail with the worker's recent output."""
     try:
         return receiver.wait_for(count, timeout=timeout)
     except AssertionError as error:

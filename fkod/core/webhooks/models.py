@@ -51,8 +51,9 @@ class Event(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(sa.String(40), unique=True)
     type: Mapped[str] = mapped_column(sa.String(100), index=True)
-    # The whole payload as delivered: id, type, created, data, request.
-    payload: Mapped[dict] = mapped_column(JSONType)
+    # The whole payload as delivered: id, type, created, data, request. Plain
+    # JSON, not JSONB, so numbers and key order stay as they were written.
+    payload: Mapped[dict] = mapped_column(sa.JSON)
     livemode: Mapped[bool]
     request_id: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[dt.datetime] = mapped_column(
@@ -74,7 +75,7 @@ class WebhookEvent(Base):
     webhook_id: Mapped[int] = mapped_column(sa.ForeignKey("webhooks.id"))
     event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id"), index=True)
     event_type: Mapped[str] = mapped_column(sa.String(100))
-    event_data: Mapped[dict] = mapped_column(JSONType)
+    event_data: Mapped[dict] = mapped_column(sa.JSON)
     # pending -> delivering -> succeeded, or back to pending with next_retry_at,
     # or failed once the endpoint's retry_count is spent.
     status: Mapped[str] = mapped_column(sa.String(20), default="pending", server_default="pending")
