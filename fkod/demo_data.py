@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from fkod.core.auth.apikeys import KeyHasher, generate_key
 from fkod.core.auth.models import PLATFORM_NAMESPACE, ApiKey, Partner, PartnerMember, User
-from fkod.core.auth.passwords import hash_password
+from fkod.core.auth.passwords import PasswordHasher
 from fkod.core.auth.scopes import SCOPES
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
@@ -41,7 +41,8 @@ def load_demo_data(session, settings: dict) -> str:
     user = session.scalar(sa.select(User).where(User.email_namespace == PLATFORM_NAMESPACE,
                                                 User.email == DEMO_EMAIL))
     if user is None:
-        user = User(email=DEMO_EMAIL, name="Demo Owner", password_hash=hash_password(DEMO_PASSWORD),
+        password_hash = PasswordHasher.from_settings(settings).hash(DEMO_PASSWORD)
+        user = User(email=DEMO_EMAIL, name="Demo Owner", password_hash=password_hash,
                     email_verified_at=utcnow())
         session.add(user)
         session.flush()

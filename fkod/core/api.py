@@ -12,6 +12,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 
 import marshmallow
@@ -203,7 +204,29 @@ def parse_json_object(raw: bytes) -> dict:
             "The request body is nested too deeply.", code="invalid_json",
             errors=[field_error("body", "", f"nested deeper than {MAX_JSON_DEPTH} levels")],
         )
+    if _has_lone_surrogate(value):
+        # Valid JSON escapes such as "\ud83d" without their pair decode to
+        # text that cannot be stored or sent as UTF-8.
+        raise ValidationFailed(
+            "The request body contains an unpaired UTF-16 surrogate escape.", code="invalid_json",
+            errors=[field_error("body", "", "unpaired surrogate in a string")],
+        )
     return value
+
+
+def _has_lone_surrogate(value) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(key) or _has_lone_surrogate(item)
+                   for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
 
 
 def _depth(value, level: int = 1) -> int:
@@ -217,7 +240,7 @@ def _depth(value, level: int = 1) -> int:
 
 
 def require_json_content_type(request) -> None:
-    if request.content_type != "application/json":
+    if (request.content_type or "").lower() != "application/json":
         shown = request.content_type or "none"
         raise UnsupportedMediaType(
             f"The request body must be sent as application/json, not {shown}.",
@@ -256,7 +279,14 @@ def refuse_unexpected_body(request) -> None:
 def load_query(request, schema_class: type[marshmallow.Schema]) -> dict:
     params = {}
     errors = []
-    for name in request.GET.keys():
+    try:
+        names = list(dict.fromkeys(request.GET.keys()))
+    except UnicodeDecodeError:
+        raise ValidationFailed(
+            "The query string is not valid UTF-8 once percent-decoded.",
+            errors=[field_error("querystring", "", "not valid UTF-8")],
+        ) from None
+    for name in names:
         values = request.GET.getall(name)
         if len(values) > 1:
             errors.append(field_error("querystring", name, "given more than once"))
@@ -302,6 +332,7 @@ def _summary(errors: list[dict]) -> str:
 
 # Pagination -----------------------------------------------------------------
 
+_CURSOR = re.compile(rb"id:([0-9]{1,10})")
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 
@@ -312,12 +343,12 @@ class Cursor(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         try:
             decoded = base64.urlsafe_b64decode(value.encode("ascii") + b"==")
-            number = int(decoded.decode("ascii").removeprefix("id:"), 10)
         except (ValueError, UnicodeError, binascii.Error):
             raise marshmallow.ValidationError("Not a cursor this API returned.") from None
-        if not decoded.startswith(b"id:") or number < 0 or number > 2**63 - 1:
+        match = _CURSOR.fullmatch(decoded)
+        if match is None or int(match.group(1)) > 2**31 - 1:
             raise marshmallow.ValidationError("Not a cursor this API returned.")
-        return number
+        return int(match.group(1))
 
 
 def encode_cursor(last_id: int) -> str:

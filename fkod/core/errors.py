@@ -16,6 +16,7 @@ import logging
 
 import sqlalchemy.exc
 from pyramid import httpexceptions
+from pyramid.exceptions import URLDecodeError
 from pyramid.response import Response
 
 from fkod.core import jsonutil
@@ -143,15 +144,28 @@ _HTTP_CODES = {
 }
 
 
+def raw_path(request) -> str:
+    """The request path as received; ``request.path`` raises on invalid UTF-8."""
+    return request.environ.get("PATH_INFO", "")
+
+
+def url_decode_error_view(exc: URLDecodeError, request):
+    return envelope_response(
+        request, 400, "invalid_url_encoding",
+        "The request path is not valid UTF-8 once percent-decoded.",
+        [field_error("path", "", "not valid UTF-8")],
+    )
+
+
 def http_exception_view(exc: httpexceptions.HTTPException, request):
     """Render Pyramid's own HTTP errors (404 for unknown routes, 405, ...) as the envelope."""
     if exc.status_int < 400:
         return exc
     code = _HTTP_CODES.get(exc.status_int, "http_error")
     if exc.status_int == 404:
-        message = f"No resource at {request.path}."
+        message = f"No resource at {raw_path(request)}."
     elif exc.status_int == 405:
-        message = f"Method {request.method} is not allowed on {request.path}."
+        message = f"Method {request.method} is not allowed on {raw_path(request)}."
     else:
         message = exc.explanation or exc.title
     headers = {}
@@ -192,6 +206,7 @@ def cornice_error_handler(request):
 
 def includeme(config):
     config.add_exception_view(api_error_view, context=ApiError)
+    config.add_exception_view(url_decode_error_view, context=URLDecodeError)
     config.add_exception_view(http_exception_view, context=httpexceptions.HTTPException)
     config.add_exception_view(database_unavailable_view, context=sqlalchemy.exc.OperationalError)
     config.add_exception_view(internal_error_view, context=Exception)

@@ -154,7 +154,7 @@ def _meter(request, response) -> None:
         response.headers["X-RateLimit-Reset"] = str(decision.reset_at)
 
     principal = request.principal
-    route = request.matched_route.pattern if request.matched_route else request.path
+    route = request.matched_route.pattern if request.matched_route else "(no route)"
     elapsed_ms = int((time.perf_counter() - request.started_at) * 1000)
     request.registry["usage_recorder"].record(UsageRecord(
         api_key_id=principal.key_id,

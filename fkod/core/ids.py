@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fkod.core.errors import NotFound
 
-# The largest id the database columns hold; a bigger number cannot name a row.
-_MAX_ID = 2**63 - 1
+# The largest id an INTEGER primary key holds on PostgreSQL; a bigger number
+# cannot name a row, and passing it to the database would be an error.
+_MAX_ID = 2**31 - 1
 
 
 def public_id(kind: str, number: int) -> str:
@@ -16,7 +17,7 @@ def parse_id(kind: str, value: str, *, noun: str | None = None) -> int:
     """Return the number of an id like ``user_123``; anything else is a 404."""
     prefix = f"{kind}_"
     digits = value[len(prefix):] if isinstance(value, str) and value.startswith(prefix) else ""
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 or int(digits) > _MAX_ID:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10 or int(digits) > _MAX_ID:
         raise NotFound(f"No {noun or kind} with id {value!r}.")
     return int(digits)
 

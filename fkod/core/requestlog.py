@@ -74,12 +74,12 @@ def _log_request(request, response) -> None:
     log.info(
         "%s %s %s %dms",
         request.method,
-        request.path,
+        request.environ.get("PATH_INFO", ""),
         response.status_code,
         duration_ms,
         extra={
             "method": request.method,
-            "path": request.path,
+            "path": request.environ.get("PATH_INFO", ""),
             "route": route,
             "status": response.status_code,
             "duration_ms": duration_ms,

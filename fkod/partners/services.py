@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 from fkod.core.auth.apikeys import generate_key
 from fkod.core.auth.models import PLATFORM_NAMESPACE, ApiKey, Partner, PartnerMember, User
-from fkod.core.auth.passwords import hash_password
 from fkod.core.auth.scopes import invalid_scopes
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
@@ -52,7 +51,7 @@ def register_partner(request, data: dict) -> tuple[Partner, User]:
         raise Conflict("An account with this email already exists; log in instead.",
                        code="email_taken", errors=[field_error("body", "email", "already registered")])
 
-    user = User(email=email, name=name, password_hash=hash_password(password),
+    user = User(email=email, name=name, password_hash=request.registry["password_hasher"].hash(password),
                 email_namespace=PLATFORM_NAMESPACE, livemode=True)
     session.add(user)
     session.flush()
@@ -113,7 +112,11 @@ def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
 
     expires_at = data.get("expires_at")
     if expires_at is not None:
-        expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValidationFailed("expires_at is out of range.", errors=[
+                field_error("body", "expires_at", "out of range")]) from None
         if expires_at <= utcnow():
             raise ValidationFailed("expires_at must be in the future.",
                                    errors=[field_error("body", "expires_at", "is in the past")])
@@ -179,9 +182,9 @@ def _check_headers(headers: dict) -> dict:
         elif name.lower() in RESERVED_HEADERS:
             errors.append(field_error("body", f"headers.{name}", "set by the platform; choose "
                                                                  "another header"))
-        elif any(character in value for character in "\r\n\x00"):
+        elif not (value.isascii() and value.isprintable()):
             errors.append(field_error("body", f"headers.{name}",
-                                      "must not contain line breaks or NUL"))
+                                      "must be printable ASCII, without line breaks"))
     if errors:
         raise ValidationFailed(errors[0]["description"], errors=errors)
     return headers

@@ -7,6 +7,7 @@ from cornice import Service
 
 from fkod.core.api import AUTH_MEMBER, AUTH_NONE, Dumped, Page, PageQuery, operation, paginate
 from fkod.core.auth.models import PartnerMember
+from fkod.core.schemas import QuerySchema
 from fkod.core.webhooks.models import Webhook
 from fkod.partners import schemas, services
 
@@ -92,7 +93,7 @@ def list_webhooks(request):
 
 
 @operation(available_events, "GET", summary="List the event types of the enabled plugins",
-           auth=AUTH_NONE, response=schemas.EventTypeSchema, paginated=True)
+           auth=AUTH_NONE, query=QuerySchema, response=schemas.EventTypeSchema, paginated=True)
 def list_available_events(request):
     host = request.registry["plugins"]
     return Page(host.event_catalog.available(host.is_enabled), None)

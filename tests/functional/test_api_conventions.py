@@ -485,9 +485,6 @@ def test_unsafe_request_id_replaced(client, request_id):
 # Input that must never reach the database or the response encoder -------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "require_json_content_type compares the media type case-sensitively, but RFC 9110 "
-    "makes type and subtype case-insensitive, so Application/JSON gets a 415."))
 @pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; charset=utf-8"])
 def test_media_type_case_insensitive(client, content_type):
     raw = json.dumps({"company_name": "Acme", "email": "case@acme.example",
@@ -512,9 +509,6 @@ SURROGATE_CASES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "parse_json_object accepts JSON strings with lone surrogate escapes, which later "
-    "fail to encode as UTF-8 in the database or the response, giving a 500."))
 @pytest.mark.parametrize("method,path,auth,raw", list(SURROGATE_CASES.values()),
                          ids=list(SURROGATE_CASES))
 def test_lone_surrogate_rejected(client, world, method, path, auth, raw):
@@ -523,9 +517,6 @@ def test_lone_surrogate_rejected(client, world, method, path, auth, raw):
     assert_envelope(response, 400)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "load_query reads request.GET, which raises UnicodeDecodeError for a percent-encoded "
-    "byte that is not UTF-8, and that error becomes a 500."))
 @pytest.mark.parametrize("path,auth", [
     ("/api/partners/api-keys?limit=%FF", AUTH_MEMBER),
     ("/api/partners/api-keys?%FF=1", AUTH_MEMBER),
@@ -538,10 +529,6 @@ def test_invalid_utf8_query_rejected(client, world, path, auth):
     assert_envelope(response, 400)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A path with a percent-encoded byte that is not UTF-8 raises URLDecodeError, which "
-    "no exception view handles, and the request log then fails on request.path, so the "
-    "exception escapes the WSGI application."))
 @pytest.mark.parametrize("path", ["/api/v1/users/%FF", "/%FF", "/health/%C3"])
 def test_invalid_utf8_path_rejected(client, world, path):
     response = client.web.get(path, headers=auth_header(world.key), status="*",

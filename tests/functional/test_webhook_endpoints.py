@@ -413,9 +413,6 @@ def test_event_samples_match_schemas(client):
         assert errors == [], item["name"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The available-events list declares no query schema, so limit and unknown query "
-    "parameters are ignored instead of validated like every other list."))
 @pytest.mark.parametrize("query", ["limit=0", "limit=abc", "sort=name"])
 def test_available_events_validates_query(client, query):
     response = client.web.get(f"{EVENTS_PATH}?{query}", status="*")

@@ -1,30 +1,37 @@
-"""Password hashing with argon2id."""
+"""Password hashing with argon2id, with costs taken from the settings."""
 
 from __future__ import annotations
 
 import argon2
 
-_hasher = argon2.PasswordHasher()
-
-# Checked against when an email is unknown, so a login takes as long whether
-# or not the account exists.
-_DUMMY_HASH = _hasher.hash("not a real password")
-
 MIN_LENGTH = 10
 MAX_LENGTH = 256
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+class PasswordHasher:
+    """Hash and check passwords; a hash made with older costs is upgraded at the next login."""
 
+    def __init__(self, *, time_cost: int, memory_kib: int):
+        self._hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        # Checked when an email is unknown, so a failed login takes as long
+        # whether or not the account exists.
+        self._dummy_hash = self._hasher.hash("not a real password")
 
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """Check ``password``; a missing hash is checked against a dummy to keep timing even."""
-    try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
-        return False
+    @classmethod
+    def from_settings(cls, settings: dict) -> PasswordHasher:
+        return cls(time_cost=settings["fkod.auth.argon2_time_cost"],
+                   memory_kib=settings["fkod.auth.argon2_memory_kib"])
 
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
 
-def needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """Check ``password``; a missing hash is checked against a dummy to keep timing even."""
+        try:
+            matched = self._hasher.verify(password_hash or self._dummy_hash, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+        return matched and password_hash is not None
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(password_hash)

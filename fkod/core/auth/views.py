@@ -10,7 +10,7 @@ from marshmallow import fields
 
 from fkod.core.api import AUTH_NONE, operation
 from fkod.core.auth.models import PLATFORM_NAMESPACE, Partner, PartnerMember, User
-from fkod.core.auth.passwords import MAX_LENGTH, verify_password
+from fkod.core.auth.passwords import MAX_LENGTH
 from fkod.core.auth.roles import ROLE_PERMISSIONS
 from fkod.core.errors import Unauthorized
 from fkod.core.schemas import BodySchema, PublicId, ResponseSchema, Text
@@ -55,10 +55,13 @@ def post_login(request):
     session = request.dbsession
     user = session.scalar(sa.select(User).where(
         User.email_namespace == PLATFORM_NAMESPACE, User.email == data["email"].lower()))
-    if not verify_password(user.password_hash if user else None, data["password"]):
+    passwords = request.registry["password_hasher"]
+    if not passwords.verify(user.password_hash if user else None, data["password"]):
         raise _login_failed()
     if user.status != "active":
         raise _login_failed()
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash(data["password"])
 
     membership_query = (
         sa.select(PartnerMember, Partner)
@@ -96,6 +99,7 @@ def get_jwks(request):
 
 def includeme(config):
     from fkod.core.auth.apikeys import KeyHasher
+    from fkod.core.auth.passwords import PasswordHasher
     from fkod.core.auth.tokens import TokenSigner, load_signing_key
 
     settings = config.get_settings()
@@ -104,6 +108,7 @@ def includeme(config):
         ttl_seconds=settings["fkod.auth.access_token_ttl_seconds"],
     )
     config.registry["key_hasher"] = KeyHasher(settings["fkod.secrets.api_key_pepper"])
+    config.registry["password_hasher"] = PasswordHasher.from_settings(settings)
     config.include("fkod.core.auth.security")
     config.add_cornice_service(login)
     config.add_cornice_service(jwks)
