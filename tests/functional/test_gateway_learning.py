@@ -119,9 +119,11 @@ def in_transaction(app, work):
     return run_in_transaction(app.registry["db.session_factory"], work)
 
 
-def insert_mentor(app, status: str = "active") -> str:
+def insert_mentor(app, status: str = "active", livemode: bool = False) -> str:
+    """Insert a mentor; test-mode keys see only sandbox mentors (livemode false)."""
     def work(session):
-        mentor = Mentor(name="Ada Mentor", expertise="Product design", status=status)
+        mentor = Mentor(name="Ada Mentor", expertise="Product design", status=status,
+                        livemode=livemode)
         session.add(mentor)
         session.flush()
         return mentor.id
@@ -129,9 +131,11 @@ def insert_mentor(app, status: str = "active") -> str:
     return f"mentor_{in_transaction(app, work)}"
 
 
-def insert_catalog_course(app) -> str:
+def insert_catalog_course(app, livemode: bool = False) -> str:
+    """Insert an F-KOD catalog course; test-mode keys see only the sandbox (livemode false)."""
     def work(session):
-        course = Course(title="F-KOD Foundations", level="beginner", created_by_partner_id=None)
+        course = Course(title="F-KOD Foundations", level="beginner", created_by_partner_id=None,
+                        livemode=livemode)
         session.add(course)
         session.flush()
         return course.id
@@ -508,13 +512,28 @@ def test_test_key_never_sees_live_courses(client, app, tenant):
         return course.id
 
     live_course = f"course_{in_transaction(app, work)}"
-    catalog_course = insert_catalog_course(app)
+    sandbox_course = insert_catalog_course(app)
+    live_catalog_course = insert_catalog_course(app, livemode=True)
 
     listed = [item["id"] for item in
               client.web.get("/api/v1/courses", headers=tenant.headers).json["data"]]
 
-    assert catalog_course in listed
+    assert sandbox_course in listed
     assert live_course not in listed
+    assert live_catalog_course not in listed
+
+
+def test_test_key_never_sees_live_mentors(client, app, tenant):
+    sandbox_mentor = insert_mentor(app)
+    live_mentor = insert_mentor(app, livemode=True)
+
+    listed = [item["id"] for item in
+              client.web.get("/api/v1/mentors", headers=tenant.headers).json["data"]]
+
+    assert sandbox_mentor in listed
+    assert live_mentor not in listed
+    client.web.post_json(f"/api/v1/mentors/{live_mentor}/match", {"user_id": "user_1"},
+                         headers=tenant.headers, status=404)
 
 
 BAD_IDS = ["{kind}_abc", "{kind}_", "{kind}_99999999999999999999999", "%00", "{kind}_-1",
@@ -625,7 +644,7 @@ def test_inactive_mentor_not_matched(client, app, ids, tenant):
                                     status=404)
 
     assert retired not in [item["id"] for item in listed["data"]]
-    assert [item["id"] for item in listed["data"]] == [ids["/api/v1/mentors/{id}/match"]]
+    assert ids["/api/v1/mentors/{id}/match"] in [item["id"] for item in listed["data"]]
     assert_envelope(response, 404, "not_found")
 
 

@@ -143,6 +143,14 @@ class ApiKey(Base):
     # Unique, and also indexed as idx_api_keys_key_hash as the spec lists it.
     key_hash: Mapped[str] = mapped_column(sa.String(255), unique=True)
     key_prefix: Mapped[str] = mapped_column(sa.String(16))
+    # After a rotation the previous secret keeps working until this moment.
+    previous_key_hash: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    previous_key_prefix: Mapped[str | None] = mapped_column(sa.String(16))
+    previous_key_expires_at: Mapped[dt.datetime | None]
+    # CIDR ranges the key may be used from; empty means any address.
+    allowed_ips: Mapped[list] = mapped_column(JSONType, default=list)
+    # The API version (a date such as 2026-06-05) the key's calls are pinned to.
+    api_version: Mapped[str | None] = mapped_column(sa.String(10))
     scopes: Mapped[list] = mapped_column(JSONType, default=list)
     # NULL means the partner's plan decides.
     rate_limit: Mapped[int | None]
@@ -153,6 +161,9 @@ class ApiKey(Base):
     created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     revoked_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=sa.func.now()
+    )
     expires_at: Mapped[dt.datetime | None]
 
     partner: Mapped[Partner] = orm.relationship()

@@ -54,3 +54,23 @@ class PartnerRevenue(Base):
     status: Mapped[str] = mapped_column(sa.String(20), default="pending", server_default="pending")
     paid_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+
+
+class RateLimitBoost(Base):
+    """A temporary raise of a partner's hourly and daily limits, billed as overage."""
+
+    __tablename__ = "rate_limit_boosts"
+    __table_args__ = (sa.Index("ix_rate_limit_boosts_partner_ends", "partner_id", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"))
+    livemode: Mapped[bool]
+    # Extra requests on top of the plan's windows while the boost lasts.
+    extra_requests_per_hour: Mapped[int]
+    extra_requests_per_day: Mapped[int | None]
+    starts_at: Mapped[dt.datetime]
+    ends_at: Mapped[dt.datetime]
+    reason: Mapped[str | None] = mapped_column(sa.String(500))
+    created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    cancelled_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())

@@ -53,6 +53,8 @@ class Mentor(Base):
     expertise: Mapped[str | None] = mapped_column(sa.String(255))
     bio: Mapped[str | None] = mapped_column(sa.Text)
     status: Mapped[str] = mapped_column(sa.String(20), default="active", server_default="active")
+    # Test-mode credentials see only the synthetic sandbox mentors (livemode false).
+    livemode: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
 
 

@@ -2,9 +2,10 @@
 
 Tenancy: a partner's credentials see the users in its tenancy (rows of
 ``partner_users``) of the credential's mode. Courses are a shared catalog:
-F-KOD's own courses are visible in both modes, a partner's own courses only to
-that partner in the mode it created them in, and only the owner writes them.
-Mentors are F-KOD's catalog. Another tenant's id is always a 404.
+F-KOD's live catalog in live mode and a synthetic sandbox catalog in test mode,
+plus a partner's own courses of that mode, which only the owner writes.
+Mentors likewise: real ones live, synthetic ones in test mode. Another
+tenant's id is always a 404.
 """
 
 from __future__ import annotations
@@ -97,9 +98,17 @@ def update_user(request, user_id: int, data: dict) -> User:
 
 
 def visible_courses(principal):
-    own = sa.and_(Course.created_by_partner_id == principal.partner_id,
-                  Course.livemode.is_(principal.livemode))
-    return sa.select(Course).where(sa.or_(Course.created_by_partner_id.is_(None), own))
+    """F-KOD's catalog of the credential's mode (the sandbox in test mode) and its own courses."""
+    catalog = Course.created_by_partner_id.is_(None)
+    own = Course.created_by_partner_id == principal.partner_id
+    return sa.select(Course).where(sa.or_(catalog, own),
+                                   Course.livemode.is_(principal.livemode))
+
+
+def visible_mentors(principal):
+    """Active mentors of the credential's mode: real ones live, the synthetic sandbox in test."""
+    return sa.select(Mentor).where(Mentor.status == "active",
+                                   Mentor.livemode.is_(principal.livemode))
 
 
 def get_course(session, principal, course_id: int) -> Course:
@@ -152,8 +161,8 @@ def complete_course(request, course_id: int, user_id: int) -> Enrollment:
 def match_mentor(request, mentor_id: int, user_id: int, note: str | None) -> MentorMatch:
     principal = request.principal
     session = request.dbsession
-    mentor = session.get(Mentor, mentor_id)
-    if mentor is None or mentor.status != "active":
+    mentor = session.scalar(visible_mentors(principal).where(Mentor.id == mentor_id))
+    if mentor is None:
         raise NotFound(f"No mentor with id mentor_{mentor_id}.")
     user = get_user(session, principal, user_id, field="user_id")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from cornice import Service
 
 from fkod.core.api import AUTH_API_KEY, PageQuery, operation, paginate
@@ -82,7 +81,7 @@ def complete_course(request):
 @operation(mentors, "GET", summary="List the mentor catalog", auth=AUTH_API_KEY,
            scope="mentors:read", query=PageQuery, response=schemas.MentorSchema, paginated=True)
 def list_mentors(request):
-    return paginate(sa.select(Mentor).where(Mentor.status == "active"), Mentor.id, request.query,
+    return paginate(services.visible_mentors(request.principal), Mentor.id, request.query,
                     request.dbsession, descending=False)
 
 
