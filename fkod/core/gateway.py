@@ -26,14 +26,11 @@ from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.auth.security import BLOCKED_PARTNER_STATUSES, bearer_token, is_expired
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
-from fkod.core.errors import Forbidden, RateLimited, ServiceUnavailable, Unauthorized
+from fkod.core.errors import Forbidden, Unauthorized
 from fkod.core.metering import UsageRecord
-from fkod.core.ratelimit import LimitCheck, RateLimiterUnavailable
+from fkod.core.ratelimit import policy
 
 log = logging.getLogger(__name__)
-
-HOUR_SECONDS = 3600
-DAY_SECONDS = 86400
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,21 +87,6 @@ def default_plan(request) -> Plan | None:
     ).first()
 
 
-def limit_checks(key: ApiKey, plan: Plan | None) -> list[LimitCheck]:
-    """The windows one call counts in; an unlimited plan and no override mean none."""
-    mode = "live" if key.livemode else "test"
-    subject = f"partner:{key.partner_id}:{mode}"
-    checks = []
-    if plan is not None and plan.requests_per_hour:
-        checks.append(LimitCheck(f"{subject}:hour", plan.requests_per_hour, HOUR_SECONDS))
-    if plan is not None and plan.requests_per_day:
-        checks.append(LimitCheck(f"{subject}:day", plan.requests_per_day, DAY_SECONDS))
-    if key.rate_limit is not None:
-        window = key.rate_limit_window or HOUR_SECONDS
-        checks.append(LimitCheck(f"key:{key.id}", key.rate_limit, window))
-    return checks
-
-
 def check_api_key(request, op: Operation) -> None:
     """Authenticate the key, check the scope and the rate limits (the gateway)."""
     key, partner, plan = authenticate_api_key(request)
@@ -125,33 +107,11 @@ def check_api_key(request, op: Operation) -> None:
                      "description": f"requires scope {op.scope}"}],
         )
 
-    checks = limit_checks(key, plan)
-    if not checks:
-        return
-    limiter = request.registry["rate_limiter"]
-    try:
-        decision = limiter.hit(checks)
-    except RateLimiterUnavailable:
-        if request.registry.settings["fkod.ratelimit.fail_open"]:
-            log.warning("rate limiter unavailable; admitting the request (fail open)")
-            return
-        raise ServiceUnavailable("Rate limiting is unavailable; retry the request later.",
-                                 code="rate_limiter_unavailable") from None
-    request.environ["fkod.ratelimit"] = decision
-    if not decision.allowed:
-        raise RateLimited(
-            f"Rate limit of {decision.limit} requests exceeded; retry in "
-            f"{decision.retry_after} seconds.",
-            retry_after=decision.retry_after,
-        )
+    policy.enforce(request, key, plan)
 
 
 def _meter(request, response) -> None:
-    decision = request.environ.get("fkod.ratelimit")
-    if decision is not None:
-        response.headers["X-RateLimit-Limit"] = str(decision.limit)
-        response.headers["X-RateLimit-Remaining"] = str(max(decision.remaining, 0))
-        response.headers["X-RateLimit-Reset"] = str(decision.reset_at)
+    response.headers.update(policy.response_headers(request.environ.get("fkod.ratelimit")))
 
     principal = request.principal
     route = request.matched_route.pattern if request.matched_route else "(no route)"
