@@ -21,7 +21,7 @@ import time
 import sqlalchemy as sa
 
 from fkod.core.api import AUTH_API_KEY, Operation, register_auth_check
-from fkod.core.auth.apikeys import looks_like_key
+from fkod.core.auth.apikeys import address_allowed, looks_like_key
 from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.auth.security import BLOCKED_PARTNER_STATUSES, bearer_token, is_expired
 from fkod.core.billing.models import Plan
@@ -64,7 +64,7 @@ def authenticate_api_key(request) -> tuple[ApiKey, Partner, Plan | None]:
         sa.select(ApiKey, Partner, Plan)
         .join(Partner, Partner.id == ApiKey.partner_id)
         .outerjoin(Plan, Plan.id == Partner.plan_id)
-        .where(ApiKey.key_hash == key_hash)
+        .where(sa.or_(ApiKey.key_hash == key_hash, ApiKey.previous_key_hash == key_hash))
     ).one_or_none()
     if row is None or row.Partner.deleted_at is not None:
         raise Unauthorized("The API key is not valid.", code="invalid_api_key")
@@ -73,9 +73,19 @@ def authenticate_api_key(request) -> tuple[ApiKey, Partner, Plan | None]:
         raise Unauthorized("The API key has been revoked.", code="api_key_revoked")
     if is_expired(key.expires_at):
         raise Unauthorized("The API key has expired.", code="api_key_expired")
+    if key.key_hash != key_hash and (key.previous_key_expires_at is None
+                                     or key.previous_key_expires_at <= utcnow()):
+        raise Unauthorized("The API key was rotated and its grace period has ended; use the "
+                           "new secret.", code="api_key_rotated")
     if partner.status in BLOCKED_PARTNER_STATUSES:
         raise Forbidden(f"The partner account is {partner.status}; its API keys do not work.",
                         code="partner_suspended")
+    # REMOTE_ADDR, never X-Forwarded-For, which any client can set.
+    if not address_allowed(key.allowed_ips, request.remote_addr):
+        raise Forbidden("The API key may not be used from this address.", code="ip_not_allowed",
+                        errors=[{"location": "header", "name": "Authorization",
+                                 "description": "the client address is outside the key's "
+                                                "allowed_ips"}])
     if plan is None:
         plan = default_plan(request)
     return key, partner, plan

@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     from pyramid.config import Configurator
 
+    from fkod.core.auth.scopes import Scope
     from fkod.core.webhooks.catalog import EventType
 
 PROJECT = "fkod"
@@ -37,6 +38,20 @@ def fkod_register_event_types() -> list[EventType]:
 
     Called once at start-up, after the plugin is loaded. The types of a plugin
     that an admin disables disappear from the catalog until it is re-enabled.
+    """
+
+
+@hookspec
+def fkod_register_scopes() -> list[Scope]:
+    """Contribute API scopes that keys and tokens can be granted.
+
+    Results are collected from every enabled plugin.
+
+    :return: a list of :class:`fkod.core.auth.scopes.Scope`, each named
+        ``resource:action`` with a description; ``admin_only=True`` keeps a
+        scope away from partners' keys.
+
+    Called once at start-up. A name that is already defined makes the plugin fail.
     """
 
 

@@ -116,6 +116,14 @@ class PluginHost:
                 except ValueError as exc:
                     self._mark_failed(self.plugins[plugin_name], "fkod_register_event_types", exc)
 
+    def collect_scopes(self, catalog) -> None:
+        for plugin_name, scopes in self.call_each("fkod_register_scopes"):
+            for scope in scopes or ():
+                try:
+                    catalog.add(scope)
+                except ValueError as exc:
+                    self._mark_failed(self.plugins[plugin_name], "fkod_register_scopes", exc)
+
     def include_routes(self, config) -> None:
         """Let each plugin add its routes and record which routes are whose."""
         # Commit what the core registered so far, so its routes are not
@@ -211,6 +219,7 @@ def includeme(config):
     config.registry["plugins"] = host
     host.load_entry_points(skip=set(settings["fkod.plugins.disabled"]))
     host.collect_event_types()
+    host.collect_scopes(config.registry["scope_catalog"])
     host.include_routes(config)
     config.add_subscriber(gate_disabled_plugin_routes, ContextFound)
     loaded = sorted(name for name, info in host.plugins.items() if info.status == "loaded")

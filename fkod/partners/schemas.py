@@ -5,7 +5,8 @@ from __future__ import annotations
 import marshmallow
 from marshmallow import fields, validate
 
-from fkod.core.auth.passwords import MAX_LENGTH as PASSWORD_MAX, MIN_LENGTH as PASSWORD_MIN
+from fkod.core.auth.passwords import MAX_LENGTH as PASSWORD_MAX
+from fkod.core.auth.passwords import MIN_LENGTH as PASSWORD_MIN
 from fkod.core.schemas import (
     BodySchema,
     PublicId,
@@ -131,16 +132,53 @@ class PartnerMeSchema(PartnerSchema):
 # API keys ---------------------------------------------------------------------
 
 
-class CreateApiKeyBody(BodySchema):
-    key_name = Text(required=True, min_length=1, max_length=255)
-    scopes = fields.List(Text(max_length=64), required=True,
-                         validate=validate.Length(min=1, max=50))
-    mode = mode_field()
-    expires_at = fields.AwareDateTime(default_timezone=None, allow_none=True,
-                                      format="iso")
-    rate_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=10_000_000))
+def _scope_list(**kwargs):
+    return fields.List(Text(max_length=64), validate=validate.Length(min=1, max=50), **kwargs)
+
+
+class ApiKeyFields(BodySchema):
+    """What a partner may set on a key, on creation or later."""
+
+    key_name = Text(min_length=1, max_length=255)
+    scopes = _scope_list()
+    expires_at = fields.AwareDateTime(default_timezone=None, allow_none=True, format="iso",
+                                      metadata={"description": "ISO 8601 with a time zone"})
+    rate_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=10_000_000),
+                               metadata={"description": "requests per rate_limit_window; "
+                                                        "null leaves the plan's limits alone"})
     rate_limit_window = StrictInteger(allow_none=True,
-                                      validate=validate.Range(min=1, max=86400 * 31))
+                                      validate=validate.Range(min=1, max=86400 * 31),
+                                      metadata={"description": "seconds"})
+    allowed_ips = fields.List(Text(max_length=64), allow_none=True,
+                              metadata={"description": "CIDR ranges; empty allows any address"})
+
+
+class CreateApiKeyBody(ApiKeyFields):
+    key_name = Text(required=True, min_length=1, max_length=255)
+    scopes = _scope_list(required=True)
+    mode = mode_field()
+
+
+class UpdateApiKeyBody(ApiKeyFields):
+    @marshmallow.validates_schema
+    def _not_empty(self, data, **kwargs):
+        if not data:
+            raise marshmallow.ValidationError("Give at least one field to change.")
+
+
+class RotateApiKeyBody(BodySchema):
+    grace_period_seconds = StrictInteger(
+        load_default=86400, validate=validate.Range(min=0, max=7 * 86400),
+        metadata={"description": "how long the current secret keeps working, 0 to 604800"})
+
+
+class TestApiKeyBody(BodySchema):
+    key = Text(max_length=200, strip=False,
+               metadata={"description": "a secret to check against this key"})
+
+
+class SetScopesBody(BodySchema):
+    scopes = _scope_list(required=True)
 
 
 class ApiKeySchema(ResponseSchema):
@@ -152,9 +190,40 @@ class ApiKeySchema(ResponseSchema):
     status = fields.String()
     rate_limit = fields.Integer()
     rate_limit_window = fields.Integer()
+    allowed_ips = fields.List(fields.String())
+    previous_key_prefix = fields.String(metadata={
+        "description": "prefix of the secret replaced by the last rotation"})
+    previous_key_expires_at = Timestamp(metadata={
+        "description": "until when the replaced secret keeps working"})
     last_used = Timestamp()
+    revoked_at = Timestamp()
     created_at = Timestamp()
+    updated_at = Timestamp()
     expires_at = Timestamp()
+
+
+class RateLimitWindowSchema(ResponseSchema):
+    window = fields.String()
+    limit = fields.Integer()
+    window_seconds = fields.Integer()
+    remaining = fields.Integer(allow_none=True)
+    reset_at = fields.Integer(allow_none=True)
+
+
+class ApiKeyTestSchema(ResponseSchema):
+    id = PublicId("key")
+    state = fields.String(metadata={"description": "active, revoked or expired"})
+    mode = fields.String()
+    scopes = fields.List(fields.String())
+    secret_matches = fields.Boolean(allow_none=True)
+    plan = fields.String(allow_none=True)
+    rate_limits = fields.List(fields.Nested(RateLimitWindowSchema))
+
+
+class ScopeGrantSchema(ResponseSchema):
+    name = fields.String()
+    description = fields.String()
+    granted = fields.Boolean()
 
 
 class CreatedApiKeySchema(ApiKeySchema):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import unicodedata
 
 import sqlalchemy as sa
 
-from fkod.core.auth.apikeys import generate_key
-from fkod.core.auth.models import PLATFORM_NAMESPACE, ApiKey, Partner, PartnerMember, User
-from fkod.core.auth.scopes import invalid_scopes
+from fkod.core.auth.models import PLATFORM_NAMESPACE, Partner, PartnerMember, User
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, Forbidden, ValidationFailed, field_error
@@ -95,50 +92,6 @@ def require_live_mode_allowed(partner: Partner, mode: str, what: str) -> None:
             code="partner_not_verified",
             errors=[field_error("body", "mode", "live mode requires a verified partner")],
         )
-
-
-# API keys ---------------------------------------------------------------------
-
-
-def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
-    """Create a key and return it with its secret, which is never stored or shown again."""
-    problems = invalid_scopes(data["scopes"])
-    if problems:
-        raise ValidationFailed(
-            f"Scope {problems[0][0]} cannot be granted: {problems[0][1]}.", code="invalid_scope",
-            errors=[field_error("body", "scopes", f"{name}: {reason}") for name, reason in problems],
-        )
-    require_live_mode_allowed(partner, data["mode"], "API keys")
-
-    expires_at = data.get("expires_at")
-    if expires_at is not None:
-        try:
-            expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
-        except OverflowError:
-            raise ValidationFailed("expires_at is out of range.", errors=[
-                field_error("body", "expires_at", "out of range")]) from None
-        if expires_at <= utcnow():
-            raise ValidationFailed("expires_at must be in the future.",
-                                   errors=[field_error("body", "expires_at", "is in the past")])
-
-    livemode = data["mode"] == "live"
-    secret, prefix = generate_key(livemode)
-    key = ApiKey(
-        partner_id=partner.id, key_name=data["key_name"],
-        key_hash=request.registry["key_hasher"].hash(secret), key_prefix=prefix,
-        scopes=sorted(set(data["scopes"])), livemode=livemode, status="active",
-        rate_limit=data.get("rate_limit"), rate_limit_window=data.get("rate_limit_window"),
-        expires_at=expires_at, created_by_user_id=request.user.id,
-    )
-    request.dbsession.add(key)
-    request.dbsession.flush()
-    log.info("api key created", extra={"partner_id": partner.id, "key_id": key.id,
-                                        "key_prefix": prefix})
-    return key, secret
-
-
-def api_keys_query(partner: Partner):
-    return sa.select(ApiKey).where(ApiKey.partner_id == partner.id)
 
 
 # Webhooks ---------------------------------------------------------------------

@@ -14,8 +14,6 @@ from fkod.partners import schemas, services
 register = Service(name="partner_register", path="/api/partners/register",
                    description="Partner sign-up")
 me = Service(name="partner_me", path="/api/partners/me", description="The caller's partner")
-api_keys = Service(name="partner_api_keys", path="/api/partners/api-keys",
-                   description="The partner's API keys")
 webhooks = Service(name="partner_webhooks", path="/api/partners/webhooks",
                    description="The partner's webhook endpoints")
 available_events = Service(name="available_events", path="/api/webhooks/available-events",
@@ -53,25 +51,6 @@ def put_me(request):
     return _me(request)
 
 
-@operation(api_keys, "POST", summary="Create an API key; the key is shown only in this response",
-           auth=AUTH_MEMBER, permission="api_keys:write", body=schemas.CreateApiKeyBody,
-           response=schemas.CreatedApiKeySchema, status=201, no_store=True,
-           errors=((400, "invalid_scope"), (403, "partner_not_verified")))
-def create_api_key(request):
-    key, secret = services.create_api_key(request, request.partner, dict(request.validated))
-    result = Dumped(schemas.ApiKeySchema().dump(key))
-    result["key"] = secret
-    return result
-
-
-@operation(api_keys, "GET", summary="List the partner's API keys, newest first",
-           auth=AUTH_MEMBER, permission="api_keys:read", query=PageQuery,
-           response=schemas.ApiKeySchema, paginated=True)
-def list_api_keys(request):
-    return paginate(services.api_keys_query(request.partner), services.ApiKey.id,
-                    request.query, request.dbsession)
-
-
 @operation(webhooks, "POST", summary="Subscribe a URL to event types; returns its signing secret",
            auth=AUTH_MEMBER, permission="webhooks:write", body=schemas.CreateWebhookBody,
            response=schemas.CreatedWebhookSchema, status=201, no_store=True,
@@ -100,5 +79,6 @@ def list_available_events(request):
 
 
 def includeme(config):
-    for service in (register, me, api_keys, webhooks, available_events):
+    for service in (register, me, webhooks, available_events):
         config.add_cornice_service(service)
+    config.include("fkod.partners.api_key_views")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 
 from fkod.core.settings import ConfigurationError
@@ -51,3 +52,16 @@ class KeyHasher:
 
     def hash(self, key: str) -> str:
         return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()
+
+
+def address_allowed(allowed: list[str] | None, address: str | None) -> bool:
+    """Whether ``address`` falls in one of the ranges; no ranges means any address."""
+    if not allowed:
+        return True
+    try:
+        client = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if client.version == 6 and client.ipv4_mapped is not None:
+        client = client.ipv4_mapped
+    return any(client in ipaddress.ip_network(item) for item in allowed)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+
+SCOPE_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +30,31 @@ SCOPES: tuple[Scope, ...] = (
 SCOPES_BY_NAME = {scope.name: scope for scope in SCOPES}
 
 
-def invalid_scopes(names) -> list[tuple[str, str]]:
-    """Return ``(scope, reason)`` for each name a partner's key cannot be granted."""
-    problems = []
-    for name in names:
-        scope = SCOPES_BY_NAME.get(name)
-        if scope is None:
-            problems.append((name, "unknown scope"))
-        elif scope.admin_only:
-            problems.append((name, "admin-only scope; it cannot be granted to a partner"))
-    return problems
+class ScopeCatalog:
+    """The core's scopes plus those plugins contribute."""
+
+    def __init__(self, scopes=SCOPES):
+        self._scopes: dict[str, Scope] = {scope.name: scope for scope in scopes}
+
+    def add(self, scope: Scope) -> None:
+        if scope.name in self._scopes:
+            raise ValueError(f"scope {scope.name} is already defined")
+        if not SCOPE_NAME.match(scope.name):
+            raise ValueError(f"invalid scope name {scope.name!r}: expected resource:action")
+        self._scopes[scope.name] = scope
+
+    def grantable(self) -> list[Scope]:
+        """Scopes a partner's key may hold, sorted by name."""
+        return sorted((scope for scope in self._scopes.values() if not scope.admin_only),
+                      key=lambda scope: scope.name)
+
+    def invalid(self, names) -> list[tuple[str, str]]:
+        """Return ``(scope, reason)`` for each name a partner's key cannot be granted."""
+        problems = []
+        for name in names:
+            scope = self._scopes.get(name)
+            if scope is None:
+                problems.append((name, "unknown scope"))
+            elif scope.admin_only:
+                problems.append((name, "admin-only scope; it cannot be granted to a partner"))
+        return problems

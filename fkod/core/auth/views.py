@@ -100,6 +100,7 @@ def get_jwks(request):
 def includeme(config):
     from fkod.core.auth.apikeys import KeyHasher
     from fkod.core.auth.passwords import PasswordHasher
+    from fkod.core.auth.scopes import ScopeCatalog
     from fkod.core.auth.tokens import TokenSigner, load_signing_key
 
     settings = config.get_settings()
@@ -109,6 +110,7 @@ def includeme(config):
     )
     config.registry["key_hasher"] = KeyHasher(settings["fkod.secrets.api_key_pepper"])
     config.registry["password_hasher"] = PasswordHasher.from_settings(settings)
+    config.registry["scope_catalog"] = ScopeCatalog()
     config.include("fkod.core.auth.security")
     config.add_cornice_service(login)
     config.add_cornice_service(jwks)

@@ -1,0 +1,230 @@
+"""API key lifecycle: create, change, rotate with a grace period, revoke, test.
+
+A key's secret is shown once, when it is created or rotated. After a rotation
+the previous secret keeps working until ``previous_key_expires_at``; a grace
+period of 0 stops it at once. Revocation keeps the row for audit. The gateway
+reads the key from the database on every call, so each change takes effect on
+the next request in every process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+
+import sqlalchemy as sa
+
+from fkod.core.auth.apikeys import generate_key
+from fkod.core.auth.models import ApiKey, Partner
+from fkod.core.db import utcnow
+from fkod.core.errors import Conflict, NotFound, ValidationFailed, field_error
+from fkod.core.ratelimit import RateLimiterUnavailable, policy
+
+log = logging.getLogger(__name__)
+
+MAX_GRACE_SECONDS = 7 * 86400
+MAX_IP_RANGES = 50
+
+
+def check_scopes(request, scopes: list[str]) -> list[str]:
+    problems = request.registry["scope_catalog"].invalid(scopes)
+    if problems:
+        raise ValidationFailed(
+            f"Scope {problems[0][0]} cannot be granted: {problems[0][1]}.", code="invalid_scope",
+            errors=[field_error("body", "scopes", f"{name}: {reason}") for name, reason in problems],
+        )
+    return sorted(set(scopes))
+
+
+def check_expiry(expires_at: dt.datetime | None) -> dt.datetime | None:
+    """Return a timezone-aware expiry as naive UTC; past or out-of-range values are 400s."""
+    if expires_at is None:
+        return None
+    try:
+        expires_at = expires_at.astimezone(dt.UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValidationFailed("expires_at is out of range.", errors=[
+            field_error("body", "expires_at", "out of range")]) from None
+    if expires_at <= utcnow():
+        raise ValidationFailed("expires_at must be in the future.",
+                               errors=[field_error("body", "expires_at", "is in the past")])
+    return expires_at
+
+
+def check_ip_ranges(ranges: list[str]) -> list[str]:
+    """Normalize CIDR ranges (``203.0.113.0/24``, ``2001:db8::/32``, or single addresses)."""
+    if len(ranges) > MAX_IP_RANGES:
+        raise ValidationFailed(f"At most {MAX_IP_RANGES} IP ranges can be allowed.", errors=[
+            field_error("body", "allowed_ips", f"more than {MAX_IP_RANGES} ranges")])
+    normalized, errors = [], []
+    for index, text in enumerate(ranges):
+        try:
+            normalized.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            errors.append(field_error("body", f"allowed_ips.{index}",
+                                      f"{text!r} is not an IP address or CIDR range"))
+    if errors:
+        raise ValidationFailed(errors[0]["description"], errors=errors)
+    return sorted(set(normalized))
+
+
+def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is never stored or shown again."""
+    from fkod.partners.services import require_live_mode_allowed
+
+    scopes = check_scopes(request, data["scopes"])
+    require_live_mode_allowed(partner, data["mode"], "API keys")
+    expires_at = check_expiry(data.get("expires_at"))
+    allowed_ips = check_ip_ranges(data.get("allowed_ips") or [])
+
+    livemode = data["mode"] == "live"
+    secret, prefix = generate_key(livemode)
+    key = ApiKey(
+        partner_id=partner.id, key_name=data["key_name"],
+        key_hash=request.registry["key_hasher"].hash(secret), key_prefix=prefix,
+        scopes=scopes, livemode=livemode, status="active", allowed_ips=allowed_ips,
+        rate_limit=data.get("rate_limit"), rate_limit_window=data.get("rate_limit_window"),
+        expires_at=expires_at, created_by_user_id=request.user.id,
+    )
+    request.dbsession.add(key)
+    request.dbsession.flush()
+    log.info("api key created", extra={"partner_id": partner.id, "key_id": key.id,
+                                        "key_prefix": prefix, "user_id": request.user.id})
+    return key, secret
+
+
+def api_keys_query(partner: Partner):
+    return sa.select(ApiKey).where(ApiKey.partner_id == partner.id)
+
+
+def get_api_key(request, key_id: int, *, for_update: bool = False) -> ApiKey:
+    """The caller's partner's key; any other id is a 404."""
+    query = api_keys_query(request.partner).where(ApiKey.id == key_id)
+    if for_update:
+        query = query.with_for_update()
+    key = request.dbsession.scalar(query)
+    if key is None:
+        raise NotFound(f"No API key with id key_{key_id}.")
+    return key
+
+
+def _require_active(key: ApiKey) -> None:
+    if key.status != "active":
+        raise Conflict(f"The API key is {key.status}; it can no longer be changed.",
+                       code="api_key_revoked")
+
+
+def update_api_key(request, key_id: int, data: dict) -> ApiKey:
+    key = get_api_key(request, key_id, for_update=True)
+    _require_active(key)
+    if "scopes" in data:
+        data["scopes"] = check_scopes(request, data["scopes"])
+    if "expires_at" in data:
+        data["expires_at"] = check_expiry(data["expires_at"])
+    if "allowed_ips" in data:
+        data["allowed_ips"] = check_ip_ranges(data["allowed_ips"] or [])
+    changed = sorted(name for name, value in data.items() if getattr(key, name) != value)
+    for name in changed:
+        setattr(key, name, data[name])
+    if changed:
+        key.updated_at = utcnow()
+        log.info("api key updated", extra={"partner_id": key.partner_id, "key_id": key.id,
+                                            "fields": changed, "user_id": request.user.id})
+    return key
+
+
+def revoke_api_key(request, key_id: int) -> ApiKey:
+    """Revoke a key and any previous secret still in its grace period; idempotent."""
+    key = get_api_key(request, key_id, for_update=True)
+    if key.status != "revoked":
+        now = utcnow()
+        key.status = "revoked"
+        key.revoked_at = now
+        key.updated_at = now
+        if key.previous_key_hash is not None:
+            key.previous_key_expires_at = now
+        log.info("api key revoked", extra={"partner_id": key.partner_id, "key_id": key.id,
+                                            "user_id": request.user.id})
+    return key
+
+
+def rotate_api_key(request, key_id: int, grace_seconds: int) -> tuple[ApiKey, str]:
+    """Give the key a new secret; the current one keeps working for ``grace_seconds``.
+
+    A previous secret still in its grace period from an earlier rotation stops
+    now, so at most two secrets work at any time.
+    """
+    key = get_api_key(request, key_id, for_update=True)
+    _require_active(key)
+    now = utcnow()
+    secret, prefix = generate_key(key.livemode)
+    # The replaced secret is remembered even with no grace period, so a call
+    # with it is told the key was rotated rather than that it is unknown.
+    key.previous_key_hash = key.key_hash
+    key.previous_key_prefix = key.key_prefix
+    key.previous_key_expires_at = now + dt.timedelta(seconds=grace_seconds)
+    key.key_hash = request.registry["key_hasher"].hash(secret)
+    key.key_prefix = prefix
+    key.updated_at = now
+    log.info("api key rotated", extra={"partner_id": key.partner_id, "key_id": key.id,
+                                        "grace_seconds": grace_seconds,
+                                        "user_id": request.user.id})
+    return key, secret
+
+
+def key_state(key: ApiKey) -> str:
+    """active, revoked or expired, as the gateway would judge the key now."""
+    if key.status != "active":
+        return key.status
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        return "expired"
+    return "active"
+
+
+def test_api_key(request, key_id: int, secret: str | None) -> dict:
+    """Report whether a secret authenticates this key, and the key's scopes and quota."""
+    key = get_api_key(request, key_id)
+    result = {"id": key.id, "state": key_state(key), "scopes": list(key.scopes or []),
+              "mode": key.mode, "secret_matches": None}
+    if secret is not None:
+        digest = request.registry["key_hasher"].hash(secret)
+        in_grace = (key.previous_key_hash == digest and key.previous_key_expires_at is not None
+                    and key.previous_key_expires_at > utcnow())
+        result["secret_matches"] = digest == key.key_hash or in_grace
+
+    plan = request.partner.plan or _default_plan(request)
+    windows = []
+    limiter = request.registry["rate_limiter"]
+    for check in policy.limit_checks(key, plan):
+        try:
+            decision = limiter.peek([check])
+            remaining, reset_at = max(decision.remaining, 0), decision.reset_at
+        except RateLimiterUnavailable:
+            remaining, reset_at = None, None
+        windows.append({"window": _window_name(check.subject), "limit": check.limit,
+                        "window_seconds": check.window_seconds, "remaining": remaining,
+                        "reset_at": reset_at})
+    result["rate_limits"] = windows
+    result["plan"] = plan.code if plan else None
+    return result
+
+
+def _window_name(subject: str) -> str:
+    """``key`` for the key's own window; ``hour`` or ``day`` for the plan's shared ones."""
+    parts = subject.split(":")
+    return "key" if parts[0] == "key" else ":".join(parts[3:]) or subject
+
+
+def _default_plan(request):
+    from fkod.core.gateway import default_plan
+
+    return default_plan(request)
+
+
+def scope_listing(request, key: ApiKey) -> list[dict]:
+    granted = set(key.scopes or [])
+    return [
+        {"name": scope.name, "description": scope.description, "granted": scope.name in granted}
+        for scope in request.registry["scope_catalog"].grantable()
+    ]
