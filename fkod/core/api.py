@@ -20,7 +20,7 @@ from cornice import Service
 from marshmallow import fields, validate
 from pyramid.response import Response
 
-from fkod.core import jsonutil
+from fkod.core import jsonutil, versions
 from fkod.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -252,6 +252,10 @@ def load_body(request, schema_class: type[marshmallow.Schema]) -> dict:
     require_json_content_type(request)
     max_bytes = request.registry.settings["fkod.api.max_body_bytes"]
     data = parse_json_object(read_body(request, max_bytes))
+    version = request.environ.get("fkod.api_version")
+    if version is not None:
+        route = request.matched_route.pattern if request.matched_route else ""
+        data = versions.upgrade_request(version, route, request.method, data)
     try:
         return schema_class().load(data)
     except marshmallow.ValidationError as exc:

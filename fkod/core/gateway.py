@@ -20,6 +20,7 @@ import time
 
 import sqlalchemy as sa
 
+from fkod.core import versions
 from fkod.core.api import AUTH_API_KEY, Operation, register_auth_check
 from fkod.core.auth.apikeys import address_allowed, looks_like_key
 from fkod.core.auth.models import ApiKey, Partner
@@ -108,6 +109,11 @@ def check_api_key(request, op: Operation) -> None:
     request.principal = principal
     request.partner = partner
     request.add_response_callback(_meter)
+    requested = request.headers.get(versions.VERSION_HEADER)
+    request.environ["fkod.api_version"] = (
+        versions.check_version(requested.strip()) if requested is not None
+        else key.api_version or versions.LATEST
+    )
 
     if op.scope and op.scope not in principal.scopes:
         raise Forbidden(
@@ -120,7 +126,21 @@ def check_api_key(request, op: Operation) -> None:
     policy.enforce(request, key, plan)
 
 
+def _adapt_to_version(request, response) -> None:
+    version = request.environ.get("fkod.api_version")
+    if version is None:
+        return
+    response.headers[versions.VERSION_HEADER] = version
+    if response.status_code >= 400 or response.content_type != "application/json":
+        return
+    route = request.matched_route.pattern if request.matched_route else ""
+    body = versions.downgrade_response_body(version, route, request.method, response.body)
+    if body is not None:
+        response.body = body
+
+
 def _meter(request, response) -> None:
+    _adapt_to_version(request, response)
     response.headers.update(policy.response_headers(request.environ.get("fkod.ratelimit")))
 
     principal = request.principal

@@ -15,6 +15,7 @@ import logging
 
 import sqlalchemy as sa
 
+from fkod.core import versions
 from fkod.core.auth.apikeys import generate_key
 from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.db import utcnow
@@ -84,6 +85,7 @@ def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
         partner_id=partner.id, key_name=data["key_name"],
         key_hash=request.registry["key_hasher"].hash(secret), key_prefix=prefix,
         scopes=scopes, livemode=livemode, status="active", allowed_ips=allowed_ips,
+        api_version=data.get("api_version") or versions.LATEST,
         rate_limit=data.get("rate_limit"), rate_limit_window=data.get("rate_limit_window"),
         expires_at=expires_at, created_by_user_id=request.user.id,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshmallow
 from marshmallow import fields, validate
 
+from fkod.core import versions
 from fkod.core.auth.passwords import MAX_LENGTH as PASSWORD_MAX
 from fkod.core.auth.passwords import MIN_LENGTH as PASSWORD_MIN
 from fkod.core.schemas import (
@@ -151,6 +152,9 @@ class ApiKeyFields(BodySchema):
                                       metadata={"description": "seconds"})
     allowed_ips = fields.List(Text(max_length=64), allow_none=True,
                               metadata={"description": "CIDR ranges; empty allows any address"})
+    api_version = Text(validate=validate.OneOf(versions.VERSIONS), metadata={
+        "description": "the dated API version the key's calls use without an FKOD-Version "
+                       "header; the newest when the key is created"})
 
 
 class CreateApiKeyBody(ApiKeyFields):
@@ -191,6 +195,7 @@ class ApiKeySchema(ResponseSchema):
     rate_limit = fields.Integer()
     rate_limit_window = fields.Integer()
     allowed_ips = fields.List(fields.String())
+    api_version = fields.String()
     previous_key_prefix = fields.String(metadata={
         "description": "prefix of the secret replaced by the last rotation"})
     previous_key_expires_at = Timestamp(metadata={

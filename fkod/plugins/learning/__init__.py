@@ -31,7 +31,8 @@ def fkod_register_event_types():
         EventType("mentor.matched", "A user in your tenancy was matched with a mentor.",
                   schemas.MATCH_DATA_SCHEMA,
                   {"id": "match_5", "mentor": {"id": "mentor_3", "name": "Ada Mentor",
-                                               "expertise": "Product design", "bio": None},
+                                               "expertise_areas": ["Product design"],
+                                               "bio": None},
                    "user_id": "user_123", "note": None, "created_at": "2026-06-05T10:00:00Z"}),
     ]
 

@@ -78,8 +78,13 @@ class CompletionSchema(ResponseSchema):
 class MentorSchema(ResponseSchema):
     id = PublicId("mentor")
     name = fields.String()
-    expertise = fields.String()
+    expertise_areas = fields.Method("_expertise_areas", metadata={
+        "description": "since API version 2026-12-01; before it, a comma-separated "
+                       "expertise string"})
     bio = fields.String()
+
+    def _expertise_areas(self, mentor) -> list[str]:
+        return [area.strip() for area in (mentor.expertise or "").split(",") if area.strip()]
 
 
 class MatchMentorBody(BodySchema):
@@ -146,7 +151,8 @@ MATCH_DATA_SCHEMA = {
         "id": {"type": "string", "pattern": "^match_[0-9]+$"},
         "mentor": {
             "type": "object",
-            "properties": {"id": _ID, "name": {"type": "string"}, "expertise": _NULLABLE_STRING,
+            "properties": {"id": _ID, "name": {"type": "string"},
+                           "expertise_areas": {"type": "array", "items": {"type": "string"}},
                            "bio": _NULLABLE_STRING},
         },
         "user_id": {"type": "string", "pattern": "^user_[0-9]+$"},
