@@ -1,6 +1,6 @@
 """Benchmark the rate limiters against baselines run in the same process.
 
-Usage: .venv/bin/python bench/bench_ratelimit.py [--requests N] [--redis-url URL]
+Usage: .venv/bin/python bench/bench_ratelimit.py [--requests N] [--redis-url URL] [--lease-size N]
 (the fkod package must be importable, as it is in the project's virtual environment)
 
 Each case times N admitted hits that check three windows (an hourly and a
@@ -12,6 +12,9 @@ partners. It prints the time per hit and its ratio to a baseline:
   window arithmetic.
 - redis limiter / redis PING round trip: the baseline sends one PING per hit on
   the same client, so the ratio is the cost of the script beyond one round trip.
+- redis limiter leasing 16 permits / redis limiter without leasing: both run
+  the same hits in this run, so the ratio is what leasing saves. Every lease
+  here takes all 16 permits, because the limits are far from full.
 
 The Redis part is skipped with a message when Redis does not respond. Keys are
 written under a random prefix and deleted at the end.
@@ -63,7 +66,7 @@ def report(label: str, measured: float, baseline: float, requests: int) -> None:
     per_call_us = measured / requests * 1e6
     baseline_us = baseline / requests * 1e6
     print(
-        f"{label}: {measured / baseline:.1f}x "
+        f"{label}: {measured / baseline:.2g}x "
         f"({per_call_us:.1f} us per hit vs {baseline_us:.1f} us)"
     )
 
@@ -91,7 +94,19 @@ def bench_memory(requests: int) -> None:
     report("memory limiter / baseline loop", measured_seconds, baseline_seconds, requests)
 
 
-def bench_redis(requests: int, redis_url: str) -> None:
+def admitting(limiter: RedisRateLimiter) -> Callable[[int], RateLimitDecision]:
+    """Return a function that hits ``limiter`` for one request and fails if it is rejected."""
+
+    def hit(number: int) -> RateLimitDecision:
+        decision = limiter.hit(checks_for(number))
+        if not decision.allowed:
+            raise RuntimeError(f"benchmark hit {number} was rejected: {decision}")
+        return decision
+
+    return hit
+
+
+def bench_redis(requests: int, redis_url: str, lease_size: int) -> None:
     client = redis.Redis.from_url(
         redis_url, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 0)
     )
@@ -107,12 +122,8 @@ def bench_redis(requests: int, redis_url: str) -> None:
             return
 
         limiter = RedisRateLimiter(client, key_prefix=key_prefix)
-
-        def hit(number: int) -> RateLimitDecision:
-            decision = limiter.hit(checks_for(number))
-            if not decision.allowed:
-                raise RuntimeError(f"benchmark hit {number} was rejected: {decision}")
-            return decision
+        leasing = RedisRateLimiter(client, key_prefix=key_prefix + "leased:",
+                                   lease_size=lease_size)
 
         def ping(number: int) -> object:
             return client.ping()
@@ -121,9 +132,14 @@ def bench_redis(requests: int, redis_url: str) -> None:
         time_calls(min(requests, 1000), ping)
         limiter.peek(checks_for(0))
         baseline_seconds = time_calls(requests, ping)
-        measured_seconds = time_calls(requests, hit)
+        measured_seconds = time_calls(requests, admitting(limiter))
         report(
             "redis limiter / redis PING round trip", measured_seconds, baseline_seconds, requests
+        )
+        leased_seconds = time_calls(requests, admitting(leasing))
+        report(
+            f"redis limiter leasing {lease_size} permits / redis limiter without leasing",
+            leased_seconds, measured_seconds, requests,
         )
     finally:
         keys = list(client.scan_iter(match=key_prefix + "*", count=1000))
@@ -143,11 +159,15 @@ def main() -> None:
         help="Redis server for the Redis case (default FKOD_TEST_REDIS_URL or "
         "redis://127.0.0.1:6379/0).",
     )
+    parser.add_argument(
+        "--lease-size", type=int, default=16,
+        help="Maximum permits per lease in the leasing case (default 16).",
+    )
     args = parser.parse_args()
 
     print(f"{args.requests} hits per case, 3 windows per hit, {PARTNERS} partners")
     bench_memory(args.requests)
-    bench_redis(args.requests, args.redis_url)
+    bench_redis(args.requests, args.redis_url, args.lease_size)
 
 
 if __name__ == "__main__":

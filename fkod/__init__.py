@@ -43,9 +43,18 @@ def main(global_config, **settings):
 
 def include_runtime(config):
     """Create the interchangeable back ends the settings choose: Redis or in-process."""
+    import datetime as dt
+    import threading
+
     import redis
 
-    from fkod.core.metering import drain_usage_stream, make_usage_recorder
+    from fkod.core.metering import (
+        LastUsedThrottle,
+        drain_usage_stream,
+        make_usage_recorder,
+        purge_usage,
+        rollup_usage,
+    )
     from fkod.core.ratelimit import make_rate_limiter
     from fkod.core.tasks import LeaderLock, make_task_queue
 
@@ -53,6 +62,15 @@ def include_runtime(config):
     registry = config.registry
     redis_url = settings["fkod.redis.url"] or None
     key_prefix = settings["fkod.redis.key_prefix"]
+    raw_retention_days = settings["fkod.metering.raw_retention_days"]
+    hourly_retention_days = settings["fkod.metering.hourly_retention_days"]
+    if hourly_retention_days < raw_retention_days:
+        # Reports read rolled-up hours from the roll-ups only, so an hour whose
+        # roll-ups are gone would show no usage even while its raw rows are kept.
+        raise ConfigurationError(
+            f"invalid setting fkod.metering.hourly_retention_days = {hourly_retention_days}: "
+            f"expected at least fkod.metering.raw_retention_days ({raw_retention_days})"
+        )
     uses_redis = "redis" in (settings["fkod.ratelimit.backend"], settings["fkod.metering.backend"],
                              settings["fkod.tasks.broker"])
     if uses_redis and not redis_url:
@@ -67,6 +85,7 @@ def include_runtime(config):
     registry["rate_limiter"] = make_rate_limiter(
         settings["fkod.ratelimit.backend"], redis_url=redis_url,
         sub_buckets=settings["fkod.ratelimit.sub_buckets"], key_prefix=key_prefix + "rl:",
+        lease_size=settings["fkod.ratelimit.lease_size"],
     )
     stream = key_prefix + "usage"
     registry["usage_recorder"] = make_usage_recorder(
@@ -85,14 +104,38 @@ def include_runtime(config):
 
     if settings["fkod.metering.backend"] == "redis":
         consumer = f"{socket.gethostname()}-{os.getpid()}"
+        last_used = LastUsedThrottle()
+        # The periodic thread and run_periodic_now() (at worker start, in tests)
+        # can run the job at the same time. Both use one consumer name, so
+        # without the lock each would read the other's pending entries and
+        # write them a second time.
+        drain_lock = threading.Lock()
 
         def drain_usage():
-            while drain_usage_stream(redis_client, stream, engine=registry["db.engine"],
-                                     consumer=consumer):
-                pass
+            with drain_lock:
+                while drain_usage_stream(redis_client, stream, engine=registry["db.engine"],
+                                         consumer=consumer, last_used=last_used):
+                    pass
 
         tasks.every("drain_usage", settings["fkod.metering.flush_interval_ms"] / 1000,
                     drain_usage)
+
+    # The hourly roll-up and the retention purge, each run by one worker at a time.
+    def rollup():
+        rollup_usage(
+            registry["db.engine"],
+            delay=dt.timedelta(seconds=settings["fkod.metering.rollup_delay_seconds"]),
+            reroll_hours=settings["fkod.metering.rollup_reroll_hours"],
+        )
+
+    def purge():
+        purge_usage(registry["db.engine"], raw_retention=dt.timedelta(days=raw_retention_days),
+                    hourly_retention=dt.timedelta(days=hourly_retention_days))
+
+    tasks.every("rollup_usage", settings["fkod.metering.rollup_interval_seconds"],
+                registry["leader_lock"].wrap("rollup_usage", rollup))
+    tasks.every("purge_usage", settings["fkod.metering.purge_interval_seconds"],
+                registry["leader_lock"].wrap("purge_usage", purge))
 
 
 def shutdown(registry) -> None:

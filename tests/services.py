@@ -91,6 +91,11 @@ def make_postgres_schema() -> Iterator[Callable[[], str]]:
             "start PostgreSQL on 127.0.0.1:5432 or set FKOD_TEST_POSTGRES_URL",
         )
 
+    # The probe above fails fast; later connections wait longer, because a
+    # loaded machine running several test processes can be slow to accept one.
+    engine.dispose()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
+                              connect_args={"connect_timeout": 30})
     created: list[str] = []
 
     def create_schema() -> str:

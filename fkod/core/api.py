@@ -20,7 +20,7 @@ from cornice import Service
 from marshmallow import fields, validate
 from pyramid.response import Response
 
-from fkod.core import jsonutil, versions
+from fkod.core import idempotency, jsonutil, versions
 from fkod.core.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -30,7 +30,8 @@ from fkod.core.errors import (
 )
 from fkod.core.schemas import QuerySchema, Text
 
-# Who may call an operation; see fkod.core.auth.security for each check.
+# Credential kinds an operation can require; fkod.core.auth.security and
+# fkod.core.gateway implement the checks.
 AUTH_NONE = "none"
 AUTH_MEMBER = "member"
 AUTH_API_KEY = "api_key"
@@ -48,7 +49,7 @@ COMMON_ERRORS = {
 
 @dataclasses.dataclass(frozen=True)
 class Operation:
-    """What one method of one service takes, returns and requires."""
+    """The contract of one method of one service: input, output, errors and credential."""
 
     method: str
     summary: str
@@ -99,7 +100,9 @@ def operation(service: Service, method: str, *, summary: str, auth: str, **kwarg
     the request with ``request.validated`` holding the loaded body fields and
     ``request.query`` the loaded query parameters, and returns what ``response``
     renders (a model object or a dict), a :class:`Dumped` body, a :class:`Page`
-    or a ``Response``.
+    or a ``Response``. A POST sent with an ``Idempotency-Key`` header claims the
+    key after the checks, and a retry gets the stored response (see
+    :mod:`fkod.core.idempotency`).
     """
     if auth not in AUTH_KINDS:
         raise ValueError(f"unknown auth kind {auth!r}; expected one of {AUTH_KINDS}")
@@ -107,13 +110,18 @@ def operation(service: Service, method: str, *, summary: str, auth: str, **kwarg
 
     def decorate(view):
         def validator(request, **_ignored):
+            idempotency.buffer_body(request)
             check_request(request, op)
+            idempotency.claim(request, op)
 
         def run(request):
+            replay = idempotency.replayed_response(request)
+            if replay is not None:
+                return replay
             result = view(request)
-            if isinstance(result, Response):
-                return result
-            return render(request, op, result)
+            response = result if isinstance(result, Response) else render(request, op, result)
+            idempotency.store_response(request, op, response)
+            return response
 
         run.__name__ = view.__name__
         run.__doc__ = view.__doc__

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from fkod.core import versions
 from fkod.core.api import AUTH_API_KEY, Operation, register_auth_check
 from fkod.core.auth.apikeys import address_allowed, looks_like_key
+from fkod.core.auth.keycache import KeySnapshot
 from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.auth.security import BLOCKED_PARTNER_STATUSES, bearer_token, is_expired
 from fkod.core.billing.models import Plan
@@ -49,7 +50,8 @@ class ApiKeyPrincipal:
         return "live" if self.livemode else "test"
 
 
-def authenticate_api_key(request) -> tuple[ApiKey, Partner, Plan | None]:
+def authenticate_api_key(request) -> KeySnapshot:
+    """Verify the bearer key and return what the gateway needs of it, its partner and plan."""
     token = bearer_token(request)
     if token is None:
         raise Unauthorized(
@@ -61,15 +63,14 @@ def authenticate_api_key(request) -> tuple[ApiKey, Partner, Plan | None]:
         raise Unauthorized("The API key is not valid.", code="invalid_api_key")
 
     key_hash = request.registry["key_hasher"].hash(token)
-    row = request.dbsession.execute(
-        sa.select(ApiKey, Partner, Plan)
-        .join(Partner, Partner.id == ApiKey.partner_id)
-        .outerjoin(Plan, Plan.id == Partner.plan_id)
-        .where(sa.or_(ApiKey.key_hash == key_hash, ApiKey.previous_key_hash == key_hash))
-    ).one_or_none()
-    if row is None or row.Partner.deleted_at is not None:
+    cache = request.registry["key_cache"]
+    key = cache.get(key_hash)
+    if key is None:
+        key = _load_key(request, key_hash)
+        cache.put(key_hash, key)
+
+    if key.partner_deleted:
         raise Unauthorized("The API key is not valid.", code="invalid_api_key")
-    key, partner, plan = row
     if key.status != "active":
         raise Unauthorized("The API key has been revoked.", code="api_key_revoked")
     if is_expired(key.expires_at):
@@ -78,8 +79,8 @@ def authenticate_api_key(request) -> tuple[ApiKey, Partner, Plan | None]:
                                      or key.previous_key_expires_at <= utcnow()):
         raise Unauthorized("The API key was rotated and its grace period has ended; use the "
                            "new secret.", code="api_key_rotated")
-    if partner.status in BLOCKED_PARTNER_STATUSES:
-        raise Forbidden(f"The partner account is {partner.status}; its API keys do not work.",
+    if key.partner_status in BLOCKED_PARTNER_STATUSES:
+        raise Forbidden(f"The partner account is {key.partner_status}; its API keys do not work.",
                         code="partner_suspended")
     # REMOTE_ADDR, never X-Forwarded-For, which any client can set.
     if not address_allowed(key.allowed_ips, request.remote_addr):
@@ -87,9 +88,20 @@ def authenticate_api_key(request) -> tuple[ApiKey, Partner, Plan | None]:
                         errors=[{"location": "header", "name": "Authorization",
                                  "description": "the client address is outside the key's "
                                                 "allowed_ips"}])
-    if plan is None:
-        plan = default_plan(request)
-    return key, partner, plan
+    return key
+
+
+def _load_key(request, key_hash: str) -> KeySnapshot:
+    row = request.dbsession.execute(
+        sa.select(ApiKey, Partner, Plan)
+        .join(Partner, Partner.id == ApiKey.partner_id)
+        .outerjoin(Plan, Plan.id == Partner.plan_id)
+        .where(sa.or_(ApiKey.key_hash == key_hash, ApiKey.previous_key_hash == key_hash))
+    ).one_or_none()
+    if row is None:
+        raise Unauthorized("The API key is not valid.", code="invalid_api_key")
+    key, partner, plan = row
+    return KeySnapshot.from_rows(key, partner, plan or default_plan(request))
 
 
 def default_plan(request) -> Plan | None:
@@ -100,14 +112,13 @@ def default_plan(request) -> Plan | None:
 
 def check_api_key(request, op: Operation) -> None:
     """Authenticate the key, check the scope and the rate limits (the gateway)."""
-    key, partner, plan = authenticate_api_key(request)
+    key = authenticate_api_key(request)
     principal = ApiKeyPrincipal(
-        key_id=key.id, partner_id=partner.id, livemode=key.livemode,
-        scopes=frozenset(key.scopes or ()), key_prefix=key.key_prefix,
+        key_id=key.id, partner_id=key.partner_id, livemode=key.livemode,
+        scopes=frozenset(key.scopes), key_prefix=key.key_prefix,
     )
     request.environ["fkod.principal"] = principal
     request.principal = principal
-    request.partner = partner
     request.add_response_callback(_meter)
     requested = request.headers.get(versions.VERSION_HEADER)
     request.environ["fkod.api_version"] = (
@@ -123,7 +134,7 @@ def check_api_key(request, op: Operation) -> None:
                      "description": f"requires scope {op.scope}"}],
         )
 
-    policy.enforce(request, key, plan)
+    policy.enforce(request, key, key.plan)
 
 
 def _adapt_to_version(request, response) -> None:
@@ -164,4 +175,9 @@ def _meter(request, response) -> None:
 
 
 def includeme(config):
+    from fkod.core.auth.keycache import KeyCache
+
+    config.registry["key_cache"] = KeyCache(
+        config.get_settings()["fkod.gateway.key_cache_seconds"])
+    config.include("fkod.core.ratelimit.policy")
     register_auth_check(AUTH_API_KEY, check_api_key)

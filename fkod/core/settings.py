@@ -104,18 +104,46 @@ SETTINGS: tuple[Setting, ...] = (
              "Lifetime of a login access token, in seconds.", minimum=60),
     _setting("api.max_body_bytes", _as_int, "1048576",
              "Largest JSON request body accepted, in bytes; larger bodies get 413.", minimum=1024),
+    _setting("gateway.key_cache_seconds", _as_float, "1",
+             "How long a process trusts a verified API key before reading it again, in "
+             "seconds; a change made elsewhere reaches this process within that time.",
+             minimum=0, maximum=1),
     _setting("ratelimit.backend", _as_str, "memory", "Where rate-limit counters live.",
              choices=("memory", "redis")),
     _setting("ratelimit.sub_buckets", _as_int, "60",
              "Sub-buckets per sliding window; the window edge is exact to one sub-bucket.",
              minimum=1, maximum=1000),
-    _setting("ratelimit.fail_open", _as_bool, "false",
+    _setting("ratelimit.fail_open", _as_bool, "true",
              "When the rate-limit store is unreachable, admit requests (true) or answer 503 (false)."),
+    _setting("ratelimit.endpoint_limits", _as_str, "",
+             "Extra windows per route, shared by a partner's keys in one mode, separated by "
+             "semicolons: 'POST /api/v1/users = 100/60' allows 100 requests per 60 seconds."),
+    _setting("ratelimit.lease_size", _as_int, "1",
+             "Maximum permits a process takes from Redis in one call and spends locally; "
+             "1 disables leasing. Ignored by the memory backend.", minimum=1, maximum=1000),
     _setting("metering.backend", _as_str, "memory", "Where usage records are buffered.",
              choices=("memory", "redis")),
     _setting("metering.flush_interval_ms", _as_int, "2000",
              "How often a process flushes its buffered usage records, in milliseconds.",
              minimum=10),
+    _setting("metering.rollup_interval_seconds", _as_int, "300",
+             "How often the worker rolls raw usage up into hourly rows, in seconds.",
+             minimum=1),
+    _setting("metering.rollup_delay_seconds", _as_int, "300",
+             "How long after an hour ends its usage is first rolled up, in seconds; "
+             "must exceed the time records take to reach the database.", minimum=0),
+    _setting("metering.rollup_reroll_hours", _as_int, "3",
+             "How many of the last rolled-up hours each roll-up run rolls up again, "
+             "to count records that arrived late.", minimum=0, maximum=168),
+    _setting("metering.raw_retention_days", _as_int, "30",
+             "How long raw usage rows are kept once their hour is rolled up, in days.",
+             minimum=1),
+    _setting("metering.hourly_retention_days", _as_int, "400",
+             "How long hourly usage roll-ups are kept, in days; at least "
+             "raw_retention_days.", minimum=1),
+    _setting("metering.purge_interval_seconds", _as_int, "3600",
+             "How often the worker deletes usage rows past their retention and expired "
+             "idempotency records, in seconds.", minimum=1),
     _setting("tasks.broker", _as_str, "inprocess",
              "Dramatiq broker: inprocess runs actors on threads of this process; "
              "redis needs fkod worker processes.", choices=("inprocess", "redis")),
@@ -135,6 +163,13 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("webhooks.in_flight_timeout_seconds", _as_int, "120",
              "After this many seconds a claimed delivery is considered lost and is retried.",
              minimum=10),
+    _setting("idempotency.ttl_hours", _as_int, "24",
+             "How long the response to a POST sent with an Idempotency-Key is replayed, "
+             "in hours.", minimum=1),
+    _setting("idempotency.in_progress_timeout_seconds", _as_int, "60",
+             "After this many seconds an unfinished request with an Idempotency-Key is "
+             "considered abandoned, and a retry with the key runs the operation again.",
+             minimum=1),
     _setting("plugins.disabled", _as_list, "",
              "Names of plugins not to load, separated by spaces or commas."),
     _setting("plugins.state_cache_seconds", _as_float, "1",

@@ -2,9 +2,9 @@
 
 A key's secret is shown once, when it is created or rotated. After a rotation
 the previous secret keeps working until ``previous_key_expires_at``; a grace
-period of 0 stops it at once. Revocation keeps the row for audit. The gateway
-reads the key from the database on every call, so each change takes effect on
-the next request in every process.
+period of 0 stops it at once. Revocation keeps the row for audit. Each change
+takes effect on the next request in the process that made it and within
+``fkod.gateway.key_cache_seconds`` (at most one second) in every other.
 """
 
 from __future__ import annotations
@@ -111,6 +111,14 @@ def get_api_key(request, key_id: int, *, for_update: bool = False) -> ApiKey:
     return key
 
 
+def forget_cached(request, key: ApiKey) -> None:
+    """Drop the key from this process's verification cache, now and once the change commits."""
+    cache = request.registry["key_cache"]
+    cache.invalidate_key(key.id)
+    key_id = key.id
+    request.tm.get().addAfterCommitHook(lambda _committed: cache.invalidate_key(key_id))
+
+
 def _require_active(key: ApiKey) -> None:
     if key.status != "active":
         raise Conflict(f"The API key is {key.status}; it can no longer be changed.",
@@ -131,6 +139,7 @@ def update_api_key(request, key_id: int, data: dict) -> ApiKey:
         setattr(key, name, data[name])
     if changed:
         key.updated_at = utcnow()
+        forget_cached(request, key)
         log.info("api key updated", extra={"partner_id": key.partner_id, "key_id": key.id,
                                             "fields": changed, "user_id": request.user.id})
     return key
@@ -146,6 +155,7 @@ def revoke_api_key(request, key_id: int) -> ApiKey:
         key.updated_at = now
         if key.previous_key_hash is not None:
             key.previous_key_expires_at = now
+        forget_cached(request, key)
         log.info("api key revoked", extra={"partner_id": key.partner_id, "key_id": key.id,
                                             "user_id": request.user.id})
     return key
@@ -169,6 +179,7 @@ def rotate_api_key(request, key_id: int, grace_seconds: int) -> tuple[ApiKey, st
     key.key_hash = request.registry["key_hasher"].hash(secret)
     key.key_prefix = prefix
     key.updated_at = now
+    forget_cached(request, key)
     log.info("api key rotated", extra={"partner_id": key.partner_id, "key_id": key.id,
                                         "grace_seconds": grace_seconds,
                                         "user_id": request.user.id})

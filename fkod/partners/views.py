@@ -82,3 +82,5 @@ def includeme(config):
     for service in (register, me, webhooks, available_events):
         config.add_cornice_service(service)
     config.include("fkod.partners.api_key_views")
+    config.include("fkod.partners.usage_views")
+    config.include("fkod.partners.limits_views")

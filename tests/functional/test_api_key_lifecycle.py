@@ -107,15 +107,37 @@ def test_revoke_stops_key_at_once(client, owner):
     assert client.web.get(key_url(key), headers=auth_header(token)).json["status"] == "revoked"
 
 
-def test_revoke_reaches_other_process(app_factory):
-    first, second = TestClient(app_factory()), None
+def test_revoke_immediate_in_same_process(client, owner):
+    token, key = owner
+    for _ in range(3):
+        call_gateway(client, key["key"])
+    client.web.delete(key_url(key), headers=auth_header(token))
+    for _ in range(5):
+        call_gateway(client, key["key"], status=401)
+
+
+def test_revoke_reaches_other_process_within_second(app_factory):
+    first = TestClient(app_factory())
     _partner, token = first.partner_with_token()
     key = first.create_key(token, scopes=("mentors:read",))
     second = TestClient(app_factory())
     call_gateway(second, key["key"])
     first.web.delete(key_url(key), headers=auth_header(token))
+    # The other process trusts its cached verification for at most
+    # fkod.gateway.key_cache_seconds (1 s).
+    time.sleep(1.05)
     for _ in range(5):
         call_gateway(second, key["key"], status=401)
+
+
+def test_cache_off_revokes_everywhere_at_once(app_factory):
+    first = TestClient(app_factory(**{"fkod.gateway.key_cache_seconds": "0"}))
+    _partner, token = first.partner_with_token()
+    key = first.create_key(token, scopes=("mentors:read",))
+    second = TestClient(app_factory(**{"fkod.gateway.key_cache_seconds": "0"}))
+    call_gateway(second, key["key"])
+    first.web.delete(key_url(key), headers=auth_header(token))
+    call_gateway(second, key["key"], status=401)
 
 
 def test_revoke_twice_is_harmless(client, owner):

@@ -23,7 +23,12 @@ from redis.retry import Retry
 import fkod.models
 from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.db import make_engine
-from fkod.core.metering import RedisUsageStream, UsageRecord, drain_usage_stream
+from fkod.core.metering import (
+    LastUsedThrottle,
+    RedisUsageStream,
+    UsageRecord,
+    drain_usage_stream,
+)
 from fkod.core.metering import drain as drain_module
 from fkod.core.metering.drain import dead_letter_stream
 from fkod.core.metering.models import ApiUsage
@@ -130,9 +135,9 @@ def test_round_trip_writes_every_field(redis_client, stream, engine, monkeypatch
     copy_calls = []
     real_copy = drain_module.copy_usage_records
 
-    def counting_copy(connection, records):
+    def counting_copy(connection, records, last_used=None):
         copy_calls.append(len(records))
-        real_copy(connection, records)
+        return real_copy(connection, records, last_used)
 
     monkeypatch.setattr(drain_module, "copy_usage_records", counting_copy)
     partner_id, key_id = create_api_key(engine)
@@ -492,3 +497,50 @@ def test_record_codec_round_trip():
 def test_decode_record_rejects(payload, message):
     with pytest.raises(ValueError, match=message):
         decode_record(payload)
+
+
+def read_last_used(engine, key_id: int) -> dt.datetime | None:
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(ApiKey.last_used).where(ApiKey.id == key_id)
+        ).scalar_one()
+
+
+def test_drain_writes_last_used_once_a_minute(redis_client, stream, engine):
+    _, key_id = create_api_key(engine)
+    throttle = LastUsedThrottle()
+
+    def drain_one(created_at: dt.datetime) -> None:
+        append_records(redis_client, stream, [make_record(api_key_id=key_id,
+                                                          created_at=created_at)])
+        assert drain_usage_stream(redis_client, stream, engine=engine, consumer="worker-1",
+                                  last_used=throttle) == 1
+
+    drain_one(T0)
+    assert read_last_used(engine, key_id) == T0
+
+    drain_one(T0 + dt.timedelta(seconds=59))
+    assert read_last_used(engine, key_id) == T0
+
+    drain_one(T0 + dt.timedelta(seconds=61))
+    assert read_last_used(engine, key_id) == T0 + dt.timedelta(seconds=61)
+    assert len(stored_records(engine)) == 3
+
+
+def test_drain_throttle_skips_rejected_batch(redis_client, stream, engine):
+    _, key_id = create_api_key(engine)
+    throttle = LastUsedThrottle()
+    append_records(redis_client, stream, [
+        make_record(api_key_id=key_id, created_at=T0, request_id="good"),
+        make_record(api_key_id=key_id + 1000, created_at=T0, request_id="no-such-key"),
+    ])
+
+    drain_usage_stream(redis_client, stream, engine=engine, consumer="worker-1",
+                       last_used=throttle)
+    append_records(redis_client, stream, [
+        make_record(api_key_id=key_id, created_at=T0 + dt.timedelta(seconds=30))])
+    drain_usage_stream(redis_client, stream, engine=engine, consumer="worker-1",
+                       last_used=throttle)
+
+    # The one-by-one path wrote T0 and the throttle remembered it.
+    assert read_last_used(engine, key_id) == T0

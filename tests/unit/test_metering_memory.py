@@ -20,6 +20,7 @@ import fkod.models
 from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.db import make_engine
 from fkod.core.metering import (
+    LastUsedThrottle,
     MemoryUsageBuffer,
     RedisUsageStream,
     UsageRecord,
@@ -422,3 +423,143 @@ def test_make_usage_recorder_rejects(engine, backend, engine_given, client_given
         make_usage_recorder(backend, engine=engine if engine_given else None,
                             redis_client=object() if client_given else None,
                             stream="unused", flush_interval_seconds=NEVER)
+
+
+# last_used throttling ------------------------------------------------------------
+
+
+@pytest.fixture
+def last_used_updates(engine):
+    """List that receives every UPDATE of api_keys that ``engine`` sends."""
+    statements: list[str] = []
+
+    def capture(_connection, _cursor, statement, _parameters, _context, _executemany):
+        if statement.lstrip().upper().startswith("UPDATE API_KEYS"):
+            statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    yield statements
+    sa.event.remove(engine, "before_cursor_execute", capture)
+
+
+def test_last_used_written_at_most_once_a_minute(engine, make_buffer, last_used_updates):
+    _, key_id = create_api_key(engine)
+    buffer = make_buffer()
+
+    buffer.record(make_record(api_key_id=key_id, created_at=T0))
+    buffer.flush()
+    assert read_last_used(engine, key_id) == T0
+    assert len(last_used_updates) == 1
+
+    buffer.record(make_record(api_key_id=key_id, created_at=T0 + dt.timedelta(seconds=59)))
+    buffer.flush()
+    assert read_last_used(engine, key_id) == T0
+    assert len(last_used_updates) == 1
+
+    buffer.record(make_record(api_key_id=key_id, created_at=T0 + dt.timedelta(seconds=60)))
+    buffer.flush()
+    assert read_last_used(engine, key_id) == T0 + dt.timedelta(seconds=60)
+    assert len(last_used_updates) == 2
+
+
+def test_last_used_throttled_per_key(engine, make_buffer):
+    _, busy_key = create_api_key(engine)
+    _, quiet_key = create_api_key(engine)
+    buffer = make_buffer()
+    buffer.record(make_record(api_key_id=busy_key, created_at=T0))
+    buffer.flush()
+
+    buffer.record(make_record(api_key_id=busy_key, created_at=T0 + dt.timedelta(seconds=5)))
+    buffer.record(make_record(api_key_id=quiet_key, created_at=T0 + dt.timedelta(seconds=5)))
+    buffer.flush()
+
+    assert read_last_used(engine, busy_key) == T0
+    assert read_last_used(engine, quiet_key) == T0 + dt.timedelta(seconds=5)
+
+
+def test_last_used_never_moves_back_across_processes(engine, make_buffer):
+    _, key_id = create_api_key(engine)
+    # Two buffers stand for two processes, each with its own throttle.
+    first = make_buffer()
+    second = make_buffer()
+
+    first.record(make_record(api_key_id=key_id, created_at=T0 + dt.timedelta(minutes=2)))
+    first.flush()
+    second.record(make_record(api_key_id=key_id, created_at=T0 + dt.timedelta(minutes=1)))
+    second.flush()
+    assert read_last_used(engine, key_id) == T0 + dt.timedelta(minutes=2)
+
+    second.record(make_record(api_key_id=key_id, created_at=T0 + dt.timedelta(minutes=3)))
+    second.flush()
+    assert read_last_used(engine, key_id) == T0 + dt.timedelta(minutes=3)
+
+
+def test_last_used_retried_after_failed_write(db_path, engine, make_buffer):
+    _, key_id = create_api_key(engine)
+    buffer = make_buffer()
+    buffer.record(make_record(api_key_id=key_id, created_at=T0))
+
+    with sqlite_write_lock(db_path), pytest.raises(sa.exc.OperationalError):
+        buffer.flush()
+    buffer.flush()
+
+    # The failed write did not count as written, so the retry writes it.
+    assert read_last_used(engine, key_id) == T0
+
+
+def test_last_used_written_by_one_by_one_path(engine, make_buffer, last_used_updates):
+    _, key_id = create_api_key(engine)
+    buffer = make_buffer()
+    buffer.record(make_record(api_key_id=key_id, created_at=T0))
+    buffer.record(make_record(api_key_id=key_id + 1000, created_at=T0))
+    buffer.flush()
+    assert read_last_used(engine, key_id) == T0
+
+    buffer.record(make_record(api_key_id=key_id, created_at=T0 + dt.timedelta(seconds=30)))
+    buffer.flush()
+
+    assert read_last_used(engine, key_id) == T0
+    assert len(last_used_updates) == 1
+
+
+def test_throttle_selects_due_keys():
+    throttle = LastUsedThrottle()
+    assert throttle.select({1: T0, 2: T0}) == {1: T0, 2: T0}
+
+    throttle.remember({1: T0})
+
+    later = T0 + dt.timedelta(seconds=30)
+    assert throttle.select({1: later, 2: later}) == {2: later}
+    assert throttle.select({1: T0 - dt.timedelta(hours=1)}) == {}
+    minute = T0 + dt.timedelta(minutes=1)
+    assert throttle.select({1: minute}) == {1: minute}
+
+
+def test_throttle_remember_keeps_newest():
+    throttle = LastUsedThrottle()
+    throttle.remember({1: T0 + dt.timedelta(minutes=5)})
+    throttle.remember({1: T0})
+
+    assert throttle.select({1: T0 + dt.timedelta(minutes=5, seconds=59)}) == {}
+
+
+def test_throttle_forgets_stale_keys_over_limit():
+    throttle = LastUsedThrottle(max_keys=2)
+    throttle.remember({1: T0, 2: T0})
+    latest = T0 + dt.timedelta(minutes=10)
+
+    throttle.remember({3: latest})
+
+    # Keys 1 and 2 are forgotten, which only lets their next call write again.
+    assert throttle.select({1: T0 + dt.timedelta(seconds=1)}) == {
+        1: T0 + dt.timedelta(seconds=1)}
+    assert throttle.select({3: latest + dt.timedelta(seconds=1)}) == {}
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"resolution": dt.timedelta(seconds=-1)},
+    {"max_keys": 0},
+])
+def test_throttle_rejects_arguments(kwargs):
+    with pytest.raises(ValueError):
+        LastUsedThrottle(**kwargs)

@@ -1,19 +1,35 @@
-"""Tests of the in-process rate limiter, driven by a fake clock."""
+"""Tests of the in-process rate limiter and the gateway policy, driven by a fake clock."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import random
 
 import pytest
 
 from fkod.core.ratelimit import (
+    UNLIMITED,
     LimitCheck,
     MemoryRateLimiter,
+    RateLimitDecision,
     RateLimiter,
     RedisRateLimiter,
     make_rate_limiter,
 )
 from fkod.core.ratelimit.base import bucket_index, bucket_start_ms
+from fkod.core.ratelimit.policy import (
+    ActiveBoost,
+    ActiveBoostCache,
+    EndpointLimit,
+    OutageLog,
+    limit_checks,
+    parse_endpoint_limits,
+    partner_subjects,
+    reset_partner_counters,
+    response_headers,
+)
+from fkod.core.settings import ConfigurationError, load_settings
 from tests.unit.ratelimit_contract import RateLimiterContract
 
 # 2027-01-15T08:00:00Z, a whole second so that expected values are easy to state.
@@ -322,3 +338,372 @@ def test_factory_redis_needs_url():
 
 def test_redis_limiter_is_rate_limiter():
     assert issubclass(RedisRateLimiter, RateLimiter)
+
+
+# Gateway policy: which windows apply, headers, outages, plan changes -----------
+
+
+
+
+@dataclasses.dataclass
+class StubKey:
+    """The key fields limit_checks reads."""
+
+    id: int = 7
+    partner_id: int = 3
+    livemode: bool = False
+    rate_limit: int | None = None
+    rate_limit_window: int | None = None
+
+
+@dataclasses.dataclass
+class StubPlan:
+    requests_per_hour: int | None = 100
+    requests_per_day: int | None = 1000
+
+
+def test_endpoint_limits_parsed():
+    limits = parse_endpoint_limits(
+        " POST /api/v1/users = 100/60; get /api/v1/users/{id}=1000 / 3600 ;\n"
+        "DELETE /api/v1/x = 1/1;"
+    )
+
+    assert list(limits) == [("POST", "/api/v1/users"), ("GET", "/api/v1/users/{id}"),
+                            ("DELETE", "/api/v1/x")]
+    assert limits[("POST", "/api/v1/users")] == EndpointLimit("POST", "/api/v1/users", 100, 60)
+    assert limits[("GET", "/api/v1/users/{id}")].window_seconds == 3600
+    assert limits[("GET", "/api/v1/users/{id}")].route == "GET /api/v1/users/{id}"
+
+
+def test_endpoint_limits_empty_means_none():
+    assert parse_endpoint_limits("") == {}
+    assert parse_endpoint_limits(" ; \n ") == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "bad_entry", "problem"),
+    [
+        ("POST /api/v1/users = 100", "POST /api/v1/users = 100", "expected 'METHOD"),
+        ("POST /api/v1/users 100/60", "POST /api/v1/users 100/60", "expected 'METHOD"),
+        ("/api/v1/users = 100/60", "/api/v1/users = 100/60", "expected 'METHOD"),
+        ("FETCH /api/v1/users = 1/60", "FETCH /api/v1/users = 1/60", "unknown method FETCH"),
+        ("GET api/v1/users = 1/60", "GET api/v1/users = 1/60", "must start with /"),
+        ("GET /a = 0/60", "GET /a = 0/60", "request count must be from 1"),
+        ("GET /a = 1/0", "GET /a = 1/0", "window must be from 1"),
+        ("GET /a = 1/2678401", "GET /a = 1/2678401", "window must be from 1"),
+        ("GET /a = -1/60", "GET /a = -1/60", "expected 'METHOD"),
+        ("GET /a = 1/60; get /a = 2/60", "get /a = 2/60", "GET /a is limited twice"),
+    ],
+)
+def test_endpoint_limits_invalid_entry(raw, bad_entry, problem):
+    with pytest.raises(ConfigurationError) as raised:
+        parse_endpoint_limits(raw)
+
+    message = str(raised.value)
+    assert "fkod.ratelimit.endpoint_limits" in message
+    assert repr(bad_entry) in message
+    assert problem in message
+
+
+def test_fail_open_is_default():
+    settings = load_settings({"fkod.db.url": "sqlite://", "fkod.secrets.api_key_pepper": "p" * 32,
+                              "fkod.secrets.webhook_encryption_key": "k"}, environ={})
+
+    assert settings["fkod.ratelimit.fail_open"] is True
+    assert settings["fkod.ratelimit.endpoint_limits"] == ""
+    assert settings["fkod.ratelimit.lease_size"] == 1
+
+
+def test_checks_of_plan_endpoint_and_key():
+    key = StubKey(rate_limit=5, rate_limit_window=10)
+    endpoints = parse_endpoint_limits("POST /api/v1/users = 20/60")
+
+    checks = limit_checks(key, StubPlan(), method="POST", route_pattern="/api/v1/users",
+                          endpoint_limits=endpoints)
+
+    assert checks == [
+        LimitCheck("partner:3:test:hour", 100, 3600),
+        LimitCheck("partner:3:test:day", 1000, 86400),
+        LimitCheck("partner:3:test:route:POST /api/v1/users", 20, 60),
+        LimitCheck("key:7", 5, 10),
+    ]
+
+
+def test_endpoint_limit_only_for_its_route():
+    endpoints = parse_endpoint_limits("POST /api/v1/users = 20/60")
+
+    other_method = limit_checks(StubKey(), StubPlan(), method="GET",
+                                route_pattern="/api/v1/users", endpoint_limits=endpoints)
+    other_route = limit_checks(StubKey(), StubPlan(), method="POST",
+                               route_pattern="/api/v1/courses", endpoint_limits=endpoints)
+
+    assert [check.window_seconds for check in other_method] == [3600, 86400]
+    assert [check.window_seconds for check in other_route] == [3600, 86400]
+
+
+def test_head_uses_get_endpoint_limit():
+    endpoints = parse_endpoint_limits("GET /api/v1/users = 20/60")
+
+    checks = limit_checks(StubKey(), None, method="HEAD", route_pattern="/api/v1/users",
+                          endpoint_limits=endpoints)
+
+    assert checks == [LimitCheck("partner:3:test:route:GET /api/v1/users", 20, 60)]
+
+
+def test_endpoint_limit_applies_to_unlimited_plan():
+    endpoints = parse_endpoint_limits("GET /api/v1/users = 20/60")
+    unlimited = StubPlan(requests_per_hour=None, requests_per_day=None)
+
+    checks = limit_checks(StubKey(livemode=True), unlimited, method="GET",
+                          route_pattern="/api/v1/users", endpoint_limits=endpoints)
+
+    assert checks == [LimitCheck("partner:3:live:route:GET /api/v1/users", 20, 60)]
+
+
+def test_boost_raises_plan_windows():
+    boost = ActiveBoost(id=1, extra_requests_per_hour=50, extra_requests_per_day=None,
+                        ends_at=None)
+    endpoints = parse_endpoint_limits("GET /api/v1/users = 20/60")
+
+    checks = limit_checks(StubKey(rate_limit=5), StubPlan(), boost=boost, method="GET",
+                          route_pattern="/api/v1/users", endpoint_limits=endpoints)
+
+    assert [check.limit for check in checks] == [150, 1000, 20, 5]
+
+
+def test_boost_raises_daily_window_too():
+    boost = ActiveBoost(id=1, extra_requests_per_hour=50, extra_requests_per_day=500,
+                        ends_at=None)
+
+    checks = limit_checks(StubKey(), StubPlan(), boost=boost)
+
+    assert [check.limit for check in checks] == [150, 1500]
+
+
+def test_headers_of_admitted_call():
+    decision = RateLimitDecision(allowed=True, limit=100, remaining=42, reset_at=START + 90,
+                                 retry_after=None)
+
+    headers = response_headers(decision, now=START + 0.5)
+
+    assert headers == {
+        "X-RateLimit-Limit": "100",
+        "X-RateLimit-Remaining": "42",
+        "X-RateLimit-Reset": str(START + 90),
+        "RateLimit-Limit": "100",
+        "RateLimit-Remaining": "42",
+        "RateLimit-Reset": "90",
+    }
+
+
+def test_headers_of_rejected_call():
+    decision = RateLimitDecision(allowed=False, limit=10, remaining=0, reset_at=START + 30,
+                                 retry_after=12)
+
+    headers = response_headers(decision, now=START)
+
+    assert headers["Retry-After"] == "12"
+    assert headers["X-RateLimit-Retry-After"] == "12"
+    assert headers["RateLimit-Reset"] == "30"
+    assert headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_headers_reset_never_negative():
+    decision = RateLimitDecision(allowed=True, limit=10, remaining=3, reset_at=START,
+                                 retry_after=None)
+
+    assert response_headers(decision, now=START + 5)["RateLimit-Reset"] == "0"
+
+
+def test_no_headers_for_unlimited():
+    assert response_headers(None) == {}
+    assert response_headers(UNLIMITED) == {}
+
+
+class RecordingClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_outage_logged_once_then_throttled(caplog):
+    clock = RecordingClock()
+    outages = OutageLog(interval_seconds=60, clock=clock)
+    error = RuntimeError("connection refused")
+
+    with caplog.at_level(logging.WARNING, logger="fkod.core.ratelimit.policy"):
+        for _ in range(50):
+            outages.failed(error, fail_open=True)
+            clock.now += 1
+        outages.recovered()
+        outages.recovered()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("rate limiter unavailable, admitting requests unchecked")
+    assert "connection refused" in messages[0]
+    assert messages[1] == "rate limiter recovered after 50.0 s; 50 requests met the outage"
+    assert outages.down is False
+
+
+def test_outage_reminder_after_interval(caplog):
+    clock = RecordingClock()
+    outages = OutageLog(interval_seconds=60, clock=clock)
+
+    with caplog.at_level(logging.WARNING, logger="fkod.core.ratelimit.policy"):
+        for _ in range(130):
+            outages.failed(RuntimeError("timed out"), fail_open=False)
+            clock.now += 1
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3, messages
+    assert "rejecting requests with 503" in messages[0]
+    assert messages[1].startswith("rate limiter still unavailable after 60 s, 61 requests")
+    assert messages[2].startswith("rate limiter still unavailable after 120 s, 121 requests")
+
+
+def test_new_outage_logged_again(caplog):
+    outages = OutageLog(clock=RecordingClock())
+
+    with caplog.at_level(logging.WARNING, logger="fkod.core.ratelimit.policy"):
+        outages.failed(RuntimeError("first"), fail_open=True)
+        outages.recovered()
+        outages.failed(RuntimeError("second"), fail_open=True)
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3
+    assert "second" in messages[2]
+
+
+def admitted_count(limiter, checks_of, attempts: int) -> int:
+    return sum(limiter.hit(checks_of()).allowed for _ in range(attempts))
+
+
+def test_plan_upgrade_keeps_counts_and_adds_headroom(fake_clock):
+    limiter = MemoryRateLimiter(clock=fake_clock)
+    key = StubKey()
+    assert admitted_count(limiter, lambda: limit_checks(key, StubPlan(10, None)), 15) == 10
+
+    upgraded = StubPlan(25, None)
+    decision = limiter.peek(limit_checks(key, upgraded))
+
+    # The 10 calls counted under the old plan stay counted under the new one.
+    assert decision.allowed is True
+    assert decision.limit == 25
+    assert decision.remaining == 15
+    assert admitted_count(limiter, lambda: limit_checks(key, upgraded), 20) == 15
+
+
+def test_plan_downgrade_leaves_partner_over_limit(fake_clock):
+    limiter = MemoryRateLimiter(clock=fake_clock)
+    key = StubKey()
+    assert admitted_count(limiter, lambda: limit_checks(key, StubPlan(100, None)), 30) == 30
+
+    downgraded = StubPlan(20, None)
+    rejected = limiter.hit(limit_checks(key, downgraded))
+
+    assert rejected.allowed is False
+    assert rejected.remaining == 0
+    # The 30 calls sit in one sub-bucket, which leaves the hour 3600 s after it started.
+    assert rejected.retry_after == 3600
+    fake_clock.advance(3599)
+    assert limiter.hit(limit_checks(key, downgraded)).allowed is False
+    fake_clock.advance(1)
+    assert limiter.hit(limit_checks(key, downgraded)).allowed is True
+
+
+def test_reset_partner_counters_both_modes(fake_clock):
+    limiter = MemoryRateLimiter(clock=fake_clock)
+    endpoints = parse_endpoint_limits("GET /api/v1/users = 2/60")
+    plan = StubPlan(2, 5)
+    test_key, live_key = StubKey(rate_limit=3), StubKey(id=8, livemode=True)
+    other_partner = StubKey(id=9, partner_id=4)
+
+    def checks(key):
+        return limit_checks(key, plan, method="GET", route_pattern="/api/v1/users",
+                            endpoint_limits=endpoints)
+
+    for key in (test_key, live_key, other_partner):
+        assert admitted_count(limiter, lambda key=key: checks(key), 3) == 2
+
+    subjects = reset_partner_counters(limiter, 3, endpoint_limits=endpoints.values())
+
+    assert subjects == partner_subjects(3, endpoints.values())
+    assert len(subjects) == 6
+    assert limiter.peek(checks(test_key)).remaining == 1  # the key window keeps its 2 calls
+    assert limiter.peek(checks(live_key)).remaining == 2
+    assert limiter.peek(checks(other_partner)).remaining == 0
+
+
+def test_reset_without_endpoints_keeps_endpoint_window(fake_clock):
+    limiter = MemoryRateLimiter(clock=fake_clock)
+    endpoints = parse_endpoint_limits("GET /api/v1/users = 2/60")
+    key = StubKey()
+
+    def checks():
+        return limit_checks(key, StubPlan(2, None), method="GET",
+                            route_pattern="/api/v1/users", endpoint_limits=endpoints)
+
+    assert admitted_count(limiter, checks, 2) == 2
+
+    reset_partner_counters(limiter, 3)
+
+    assert limiter.peek(limit_checks(key, StubPlan(2, None))).remaining == 2
+    assert limiter.peek(checks()).remaining == 0
+
+
+class CountingSession:
+    """Stands in for a SQLAlchemy session and returns no boost row to every query."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+
+    def execute(self, _statement):
+        self.queries += 1
+        return self
+
+    def one_or_none(self):
+        return None
+
+
+def test_boost_cache_queries_once_per_ttl():
+    clock = RecordingClock()
+    cache = ActiveBoostCache(ttl_seconds=1.0, clock=clock)
+    session = CountingSession()
+
+    for _ in range(5):
+        assert cache.get(session, 3, False) is None
+    clock.now += 0.999
+    cache.get(session, 3, False)
+    assert session.queries == 1
+
+    cache.get(session, 3, True)
+    cache.get(session, 4, False)
+    assert session.queries == 3
+
+    clock.now += 0.001
+    cache.get(session, 3, False)
+    assert session.queries == 4
+
+
+def test_boost_cache_forget_queries_again():
+    cache = ActiveBoostCache(ttl_seconds=1.0, clock=RecordingClock())
+    session = CountingSession()
+    cache.get(session, 3, False)
+
+    cache.forget(3, False)
+    cache.get(session, 3, False)
+
+    assert session.queries == 2
+
+
+def test_boost_cache_zero_ttl_always_queries():
+    cache = ActiveBoostCache(ttl_seconds=0, clock=RecordingClock())
+    session = CountingSession()
+
+    for _ in range(3):
+        cache.get(session, 3, False)
+
+    assert session.queries == 3

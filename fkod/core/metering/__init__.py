@@ -6,6 +6,11 @@ the buffer into ``api_usage`` every flush interval. The ``redis`` backend
 move the stream into ``api_usage`` with :func:`drain_usage_stream`. A clean
 ``close()`` loses nothing. A process killed outright loses the records it
 buffered since its last successful flush.
+
+Two periodic jobs of the worker keep the table small and fast to report on:
+:func:`rollup_usage` aggregates complete hours into ``api_usage_hourly``
+(``rollup.py``), and :func:`purge_usage` deletes rows past their retention
+(``retention.py``). ``report.py`` summarizes usage from both tables.
 """
 
 from __future__ import annotations
@@ -13,18 +18,27 @@ from __future__ import annotations
 import redis
 import sqlalchemy as sa
 
-from fkod.core.metering.base import UsageRecord, UsageRecorder
+from fkod.core.metering.base import LastUsedThrottle, UsageRecord, UsageRecorder
 from fkod.core.metering.drain import drain_usage_stream
 from fkod.core.metering.memory import MemoryUsageBuffer
 from fkod.core.metering.redis import RedisUsageStream
+from fkod.core.metering.report import key_usage_summary, partner_usage_summary, recent_errors
+from fkod.core.metering.retention import purge_usage
+from fkod.core.metering.rollup import rollup_usage
 
 __all__ = [
+    "LastUsedThrottle",
     "MemoryUsageBuffer",
     "RedisUsageStream",
     "UsageRecord",
     "UsageRecorder",
     "drain_usage_stream",
+    "key_usage_summary",
     "make_usage_recorder",
+    "partner_usage_summary",
+    "purge_usage",
+    "recent_errors",
+    "rollup_usage",
 ]
 
 BACKENDS = ("memory", "redis")

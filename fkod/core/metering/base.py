@@ -8,7 +8,9 @@ buffer for the next interval, and the buffer is bounded: when it is full, the
 oldest records are dropped and counted.
 
 The database helpers at the end of this module are shared by the in-memory
-buffer (``memory.py``) and the stream drain (``drain.py``).
+buffer (``memory.py``) and the stream drain (``drain.py``). Both write
+``api_keys.last_used`` through a :class:`LastUsedThrottle`, at most once a
+minute per key and process.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -30,14 +32,17 @@ from fkod.core.metering.models import ApiUsage
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "LAST_USED_RESOLUTION",
     "REJECTED_ROW_ERRORS",
     "USAGE_COLUMNS",
     "BufferedUsageRecorder",
+    "LastUsedThrottle",
     "UsageRecord",
     "UsageRecorder",
     "advance_last_used",
     "insert_usage_records",
     "insert_usage_records_one_by_one",
+    "newest_use_per_key",
     "usage_row",
     "validate_record",
 ]
@@ -345,14 +350,72 @@ _advance_last_used = (
     .values(last_used=sa.bindparam("b_used_at"))
 )
 
+# The smallest step by which a process moves a key's last_used forward.
+LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
+
+
+class LastUsedThrottle:
+    """The ``last_used`` values this process wrote, so that it writes each key once a minute.
+
+    :meth:`select` picks the keys whose newest call is at least
+    ``resolution`` later than the value this process last wrote for them, and
+    the caller passes what it wrote to :meth:`remember` once its transaction
+    has committed. A key's ``last_used`` therefore trails its newest stored
+    call by less than ``resolution``. Each process keeps its own throttle, and
+    the UPDATE moves ``last_used`` forward only, so processes that write the
+    same key never move it back. Safe to use from several threads.
+    """
+
+    def __init__(self, resolution: dt.timedelta = LAST_USED_RESOLUTION,
+                 max_keys: int = 100_000) -> None:
+        if resolution < dt.timedelta(0):
+            raise ValueError(f"resolution must not be negative, got {resolution!r}")
+        if not isinstance(max_keys, int) or max_keys < 1:
+            raise ValueError(f"max_keys must be a positive int, got {max_keys!r}")
+        self._resolution = resolution
+        self._max_keys = max_keys
+        self._lock = threading.Lock()
+        self._written: dict[int, dt.datetime] = {}
+
+    def select(self, newest: Mapping[int, dt.datetime]) -> dict[int, dt.datetime]:
+        """Return the entries of ``newest`` (key id to newest call) that are due for a write."""
+        with self._lock:
+            return {
+                key_id: used_at for key_id, used_at in newest.items()
+                if key_id not in self._written
+                or used_at - self._written[key_id] >= self._resolution
+            }
+
+    def remember(self, written: Mapping[int, dt.datetime]) -> None:
+        """Record the values that a committed transaction wrote."""
+        if not written:
+            return
+        with self._lock:
+            for key_id, used_at in written.items():
+                previous = self._written.get(key_id)
+                if previous is None or used_at > previous:
+                    self._written[key_id] = used_at
+            if len(self._written) > self._max_keys:
+                self._forget_stale(max(written.values()))
+
+    def _forget_stale(self, latest: dt.datetime) -> None:
+        # An entry older than one resolution before the latest write no longer
+        # holds back a write of a current call, so dropping it costs nothing
+        # but a possible extra UPDATE for a late batch.
+        cutoff = latest - self._resolution
+        self._written = {key_id: used_at for key_id, used_at in self._written.items()
+                         if used_at >= cutoff}
+        if len(self._written) > self._max_keys:
+            self._written.clear()
+
 
 def usage_row(record: UsageRecord) -> dict:
     """Return the ``api_usage`` column values of ``record``."""
     return {name: getattr(record, name) for name in USAGE_COLUMNS}
 
 
-def advance_last_used(connection: sa.Connection, records: Iterable[UsageRecord]) -> None:
-    """Move ``api_keys.last_used`` forward to the newest ``created_at`` per key in ``records``."""
+def newest_use_per_key(records: Iterable[UsageRecord]) -> dict[int, dt.datetime]:
+    """Return the newest ``created_at`` per API key id in ``records``."""
     newest: dict[int, dt.datetime] = {}
     for record in records:
         key_id = record.api_key_id
@@ -361,21 +424,41 @@ def advance_last_used(connection: sa.Connection, records: Iterable[UsageRecord])
         seen = newest.get(key_id)
         if seen is None or record.created_at > seen:
             newest[key_id] = record.created_at
+    return newest
+
+
+def advance_last_used(connection: sa.Connection, records: Iterable[UsageRecord],
+                      throttle: LastUsedThrottle | None = None) -> dict[int, dt.datetime]:
+    """Move ``api_keys.last_used`` forward to the newest ``created_at`` per key in ``records``.
+
+    With a ``throttle``, only the keys it selects are written. Returns the
+    values written, which the caller passes to ``throttle.remember()`` after
+    its transaction commits.
+    """
+    newest = newest_use_per_key(records)
+    if throttle is not None:
+        newest = throttle.select(newest)
     if not newest:
-        return
+        return {}
     # Updating keys in ascending id order keeps two concurrent writers from
     # locking the same rows in opposite orders, which PostgreSQL would report
     # as a deadlock.
     params = [{"b_key_id": key_id, "b_used_at": newest[key_id]} for key_id in sorted(newest)]
     connection.execute(_advance_last_used, params)
+    return newest
 
 
-def insert_usage_records(connection: sa.Connection, records: Sequence[UsageRecord]) -> None:
-    """Insert ``records`` with one executemany and advance ``last_used``, in the caller's transaction."""
+def insert_usage_records(connection: sa.Connection, records: Sequence[UsageRecord],
+                         throttle: LastUsedThrottle | None = None) -> dict[int, dt.datetime]:
+    """Insert ``records`` with one executemany and advance ``last_used``.
+
+    Runs in the caller's transaction. Returns the ``last_used`` values
+    written, as :func:`advance_last_used` does.
+    """
     if not records:
-        return
+        return {}
     connection.execute(_insert_usage, [usage_row(record) for record in records])
-    advance_last_used(connection, records)
+    return advance_last_used(connection, records, throttle)
 
 
 # Errors that blame the rows rather than the connection, so retrying the same
@@ -384,7 +467,8 @@ REJECTED_ROW_ERRORS = (sa.exc.IntegrityError, sa.exc.DataError)
 
 
 def insert_usage_records_one_by_one(
-    engine: sa.Engine, records: Sequence[UsageRecord]
+    engine: sa.Engine, records: Sequence[UsageRecord],
+    throttle: LastUsedThrottle | None = None,
 ) -> list[tuple[int, Exception]]:
     """Insert ``records`` one per savepoint in one transaction, skipping rows the database rejects.
 
@@ -405,5 +489,7 @@ def insert_usage_records_one_by_one(
                 rejected.append((index, error))
             else:
                 accepted.append(record)
-        advance_last_used(connection, accepted)
+        written = advance_last_used(connection, accepted, throttle)
+    if throttle is not None:
+        throttle.remember(written)
     return rejected

@@ -9,7 +9,8 @@ One call of :func:`drain_usage_stream` handles one batch of stream entries:
    (XREADGROUP ``>``);
 3. decode them and write the records in one database transaction: COPY on
    PostgreSQL through psycopg 3, executemany elsewhere, plus the
-   ``api_keys.last_used`` update;
+   ``api_keys.last_used`` update (at most once a minute per key when the
+   caller passes a :class:`LastUsedThrottle`);
 4. in one MULTI/EXEC, copy entries that could not be decoded or that the
    database rejected to the dead-letter stream ``<stream>:dead``, then XACK
    and XDEL every handled entry.
@@ -32,6 +33,7 @@ given stream.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 
@@ -43,6 +45,7 @@ from psycopg import sql
 from fkod.core.metering.base import (
     REJECTED_ROW_ERRORS,
     USAGE_COLUMNS,
+    LastUsedThrottle,
     UsageRecord,
     advance_last_used,
     insert_usage_records,
@@ -95,15 +98,20 @@ def drain_usage_stream(
     batch_size: int = 1000,
     block_ms: int = 0,
     claim_idle_ms: int = 60_000,
+    last_used: LastUsedThrottle | None = None,
 ) -> int:
     """Write one batch of up to ``batch_size`` stream entries into ``api_usage``.
 
     ``consumer`` names this worker within ``group`` and must stay the same
     across restarts of the worker, so that it finds its own pending entries.
+    Calls with the same consumer must not overlap, because each would read
+    the other's pending entries and write them a second time.
     ``block_ms`` is how long to wait for new entries when there are none, in
     milliseconds. 0 returns at once, and Redis's own meaning of ``BLOCK 0``
     (wait forever) is never sent. The client's socket timeout must be longer
-    than ``block_ms``.
+    than ``block_ms``. ``last_used`` limits the ``api_keys.last_used``
+    writes, and the worker should pass the same throttle to every call.
+    Without it, every batch moves ``last_used`` of each key in it.
 
     Returns the number of records written. Raises the database or Redis
     error when the batch could not be written or acknowledged, in which case
@@ -143,7 +151,7 @@ def drain_usage_stream(
             records.append(record)
             record_entries.append((entry_id, fields))
 
-    rejected = write_usage_records(engine, records)
+    rejected = write_usage_records(engine, records, last_used)
     for index, error in rejected:
         entry_id, fields = record_entries[index]
         log.error("Database rejected usage stream %r entry %s; moving it to %r",
@@ -160,7 +168,8 @@ def drain_usage_stream(
     return written
 
 
-def write_usage_records(engine: sa.Engine, records: Sequence[UsageRecord]) -> list[tuple[int, Exception]]:
+def write_usage_records(engine: sa.Engine, records: Sequence[UsageRecord],
+                        last_used: LastUsedThrottle | None = None) -> list[tuple[int, Exception]]:
     """Write ``records`` in one transaction; return the index and error of each rejected record.
 
     PostgreSQL through psycopg 3 gets COPY, other databases one executemany.
@@ -173,26 +182,30 @@ def write_usage_records(engine: sa.Engine, records: Sequence[UsageRecord]) -> li
     try:
         with engine.begin() as connection:
             if _supports_copy(connection):
-                copy_usage_records(connection, records)
+                written = copy_usage_records(connection, records, last_used)
             else:
-                insert_usage_records(connection, records)
+                written = insert_usage_records(connection, records, last_used)
+        if last_used is not None:
+            last_used.remember(written)
         return []
     except _REJECTED_BATCH_ERRORS:
         log.warning("A batch of %d usage records was rejected; writing them one by one",
                     len(records), exc_info=True)
-    return insert_usage_records_one_by_one(engine, records)
+    return insert_usage_records_one_by_one(engine, records, last_used)
 
 
-def copy_usage_records(connection: sa.Connection, records: Sequence[UsageRecord]) -> None:
+def copy_usage_records(connection: sa.Connection, records: Sequence[UsageRecord],
+                       last_used: LastUsedThrottle | None = None) -> dict[int, dt.datetime]:
     """COPY ``records`` into ``api_usage`` and advance ``last_used``, in the caller's transaction.
 
     The connection must be a PostgreSQL connection through psycopg 3.
+    Returns the ``last_used`` values written, as ``advance_last_used`` does.
     """
     driver_connection = connection.connection.driver_connection
     with driver_connection.cursor() as cursor, cursor.copy(_COPY_USAGE) as copy:
         for record in records:
             copy.write_row(tuple(getattr(record, name) for name in USAGE_COLUMNS))
-    advance_last_used(connection, records)
+    return advance_last_used(connection, records, last_used)
 
 
 def _supports_copy(connection: sa.Connection) -> bool:

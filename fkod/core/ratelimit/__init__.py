@@ -47,11 +47,14 @@ def make_rate_limiter(
     redis_url: str | None,
     sub_buckets: int,
     key_prefix: str,
+    lease_size: int = 1,
 ) -> RateLimiter:
     """Create the rate limiter named by ``backend``, ``"memory"`` or ``"redis"``.
 
-    ``redis_url`` is required for ``"redis"`` and ignored for ``"memory"``, as is
-    ``key_prefix``. The Redis client retries a connection error once and a
+    ``redis_url`` is required for ``"redis"`` and ignored for ``"memory"``, as
+    are ``key_prefix`` and ``lease_size``. A ``lease_size`` above 1 makes each
+    process of the Redis backend lease that many permits at most per call (see
+    RedisRateLimiter). The Redis client retries a connection error once and a
     timeout never, because a timed-out script may already have counted the
     request. Call ``close()`` on the result to close that client. Raises
     ValueError for an unknown backend or a missing URL.
@@ -65,12 +68,15 @@ def make_rate_limiter(
             raise ValueError("the redis rate limit backend needs a redis_url, got none")
         client = _make_redis_client(redis_url)
         logger.info(
-            "using the Redis rate limiter with %d sub-buckets and key prefix %r",
+            "using the Redis rate limiter with %d sub-buckets, key prefix %r and lease size %d",
             sub_buckets,
             key_prefix,
+            lease_size,
         )
         try:
-            return RedisRateLimiter(client, sub_buckets=sub_buckets, key_prefix=key_prefix)
+            return RedisRateLimiter(
+                client, sub_buckets=sub_buckets, key_prefix=key_prefix, lease_size=lease_size
+            )
         except Exception:
             client.close()
             raise
