@@ -24,6 +24,7 @@ from fkod.core.gateway import default_plan
 from fkod.core.ratelimit import RateLimiterUnavailable
 from fkod.core.ratelimit.policy import (
     MODES,
+    active_boost_conditions,
     endpoint_check,
     plan_checks,
     plan_is_limited,
@@ -56,14 +57,9 @@ def partner_plan(request, partner: Partner) -> Plan | None:
 
 def active_boost(session, partner_id: int, livemode: bool) -> RateLimitBoost | None:
     """Return the partner's active boost in one mode, or None."""
-    now = utcnow()
     return session.scalars(
         sa.select(RateLimitBoost)
-        .where(RateLimitBoost.partner_id == partner_id,
-               RateLimitBoost.ends_at > now,
-               RateLimitBoost.starts_at <= now,
-               RateLimitBoost.livemode.is_(livemode),
-               RateLimitBoost.cancelled_at.is_(None))
+        .where(*active_boost_conditions(partner_id, livemode))
         .order_by(RateLimitBoost.id.desc())
         .limit(1)
     ).first()

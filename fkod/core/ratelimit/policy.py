@@ -256,17 +256,22 @@ def reset_partner_counters(
 # Active boosts ----------------------------------------------------------------
 
 
+def active_boost_conditions(partner_id: int, livemode: bool) -> tuple:
+    """The WHERE conditions that select a partner's boosts in force now, in one mode."""
+    now = utcnow()
+    return (RateLimitBoost.partner_id == partner_id,
+            RateLimitBoost.ends_at > now,
+            RateLimitBoost.starts_at <= now,
+            RateLimitBoost.livemode.is_(livemode),
+            RateLimitBoost.cancelled_at.is_(None))
+
+
 def load_active_boost(session, partner_id: int, livemode: bool) -> ActiveBoost | None:
     """Return the partner's active boost in one mode, newest first, in one indexed query."""
-    now = utcnow()
     row = session.execute(
         sa.select(RateLimitBoost.id, RateLimitBoost.extra_requests_per_hour,
                   RateLimitBoost.extra_requests_per_day, RateLimitBoost.ends_at)
-        .where(RateLimitBoost.partner_id == partner_id,
-               RateLimitBoost.ends_at > now,
-               RateLimitBoost.starts_at <= now,
-               RateLimitBoost.livemode.is_(livemode),
-               RateLimitBoost.cancelled_at.is_(None))
+        .where(*active_boost_conditions(partner_id, livemode))
         .order_by(RateLimitBoost.id.desc())
         .limit(1)
     ).one_or_none()
