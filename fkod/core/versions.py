@@ -28,7 +28,7 @@ def _identity(route: str, method: str, body: dict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class VersionChange:
-    """What changed in ``version`` compared with the version before it."""
+    """A breaking change introduced by ``version``, with adapters to the version before it."""
 
     version: str
     description: str

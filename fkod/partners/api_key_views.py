@@ -18,7 +18,7 @@ rotate = Service(name="partner_api_key_rotate", path="/api/partners/api-keys/{id
 test = Service(name="partner_api_key_test", path="/api/partners/api-keys/{id}/test",
                description="Check a key and report its quota")
 scopes = Service(name="partner_api_key_scopes", path="/api/partners/api-keys/{id}/scopes",
-                 description="The scopes a key holds")
+                 description="The scopes granted to a key")
 
 SERVICES = (collection, item, rotate, test, scopes)
 NOT_FOUND = ((404, "not_found"),)

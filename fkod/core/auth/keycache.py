@@ -1,7 +1,7 @@
 """A short-lived, per-process cache of verified API keys.
 
-The gateway verifies a key by its HMAC and one indexed query; this cache keeps
-the result for ``fkod.gateway.key_cache_seconds`` (at most one second) so a
+The gateway verifies a key by its HMAC and one indexed query. This cache keeps
+the result for ``fkod.gateway.key_cache_seconds`` (at most one second), so a
 busy key costs one query a second instead of one a call. A change to a key
 (revoke, rotate, update) removes it from the cache of the process that made
 the change at once; every other process sees the change when its entry
