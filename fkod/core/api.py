@@ -272,7 +272,7 @@ def load_body(request, schema_class: type[marshmallow.Schema]) -> dict:
 
 
 def refuse_unexpected_body(request) -> None:
-    """An operation without a body schema accepts no body, or an empty JSON object."""
+    """Reject a body sent to an operation without a body schema (an empty JSON object passes)."""
     if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
         return
     max_bytes = request.registry.settings["fkod.api.max_body_bytes"]

@@ -145,7 +145,7 @@ _HTTP_CODES = {
 
 
 def raw_path(request) -> str:
-    """The request path as received; ``request.path`` raises on invalid UTF-8."""
+    """Return the request path as received, because ``request.path`` raises on invalid UTF-8."""
     return request.environ.get("PATH_INFO", "")
 
 
@@ -175,7 +175,7 @@ def http_exception_view(exc: httpexceptions.HTTPException, request):
 
 
 def database_unavailable_view(exc: sqlalchemy.exc.OperationalError, request):
-    """A lost or unreachable database is a 503 the client may retry, not a 500."""
+    """Render a lost or unreachable database as a 503 the client may retry, not a 500."""
     log.warning("database unavailable", extra={"error": str(exc.orig)[:200]})
     return envelope_response(
         request, 503, "database_unavailable",

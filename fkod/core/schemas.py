@@ -96,5 +96,5 @@ class Timestamp(fields.DateTime):
 
 
 def mode_field(**kwargs) -> Text:
-    """The live/test mode of a key, webhook or record; test when omitted."""
+    """Build the field for the live or test mode of a key, webhook or record (test when omitted)."""
     return Text(validate=validate.OneOf(["live", "test"]), load_default="test", **kwargs)

@@ -101,7 +101,7 @@ def api_keys_query(partner: Partner):
 
 
 def get_api_key(request, key_id: int, *, for_update: bool = False) -> ApiKey:
-    """The caller's partner's key; any other id is a 404."""
+    """Return a key of the caller's partner; any other id is a 404."""
     query = api_keys_query(request.partner).where(ApiKey.id == key_id)
     if for_update:
         query = query.with_for_update()
@@ -172,7 +172,7 @@ def rotate_api_key(request, key_id: int, grace_seconds: int) -> tuple[ApiKey, st
     now = utcnow()
     secret, prefix = generate_key(key.livemode)
     # The replaced secret is remembered even with no grace period, so a call
-    # with it is told the key was rotated rather than that it is unknown.
+    # with it gets the error api_key_rotated rather than invalid_api_key.
     key.previous_key_hash = key.key_hash
     key.previous_key_prefix = key.key_prefix
     key.previous_key_expires_at = now + dt.timedelta(seconds=grace_seconds)

@@ -30,7 +30,7 @@ def generate_key(livemode: bool) -> tuple[str, str]:
 
 
 def looks_like_key(value: str) -> bool:
-    """Whether ``value`` has the shape of a key, before any database lookup."""
+    """Check that ``value`` has the shape of a key, before any database lookup."""
     if not value.startswith((LIVE_PREFIX, TEST_PREFIX)):
         return False
     secret = value[len(LIVE_PREFIX):]
@@ -55,7 +55,7 @@ class KeyHasher:
 
 
 def address_allowed(allowed: list[str] | None, address: str | None) -> bool:
-    """Whether ``address`` falls in one of the ranges; no ranges means any address."""
+    """Check that ``address`` falls in one of the ranges; no ranges allow any address."""
     if not allowed:
         return True
     try:

@@ -80,7 +80,7 @@ class DeliveryWorker:
     # One attempt ---------------------------------------------------------------
 
     def deliver(self, delivery_id: int) -> None:
-        """Attempt one delivery if it is due; never raises (errors are logged)."""
+        """Attempt one delivery if it is due; unexpected errors are logged, not raised."""
         try:
             claimed = run_in_transaction(self.session_factory,
                                          lambda session: self._claim(session, delivery_id))

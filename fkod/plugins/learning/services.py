@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def tenancy_partner_ids(session, user_id: int, livemode: bool) -> list[int]:
-    """The partners that have a user in their tenancy, who receive events about it."""
+    """Return the partners that have a user in their tenancy, who receive events about it."""
     return list(session.scalars(sa.select(PartnerUser.partner_id).where(
         PartnerUser.user_id == user_id, PartnerUser.livemode.is_(livemode))))
 
