@@ -45,6 +45,8 @@ import psycopg
 import redis
 from cryptography.fernet import Fernet
 
+from fkod.core.testing import wait_until_healthy
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 PLUGIN_PATH = Path(__file__).resolve().parent / "fkod_bench_plugin"
 BIN = Path(sys.executable).parent
@@ -96,19 +98,6 @@ def make_environment(schema: str, key_prefix: str) -> dict[str, str]:
     env.pop("FKOD_DB_URL", None)
     return env
 
-
-def wait_until_healthy(url: str, server: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with status {server.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become healthy within {timeout} s")
 
 
 def expect(response: httpx.Response, status: int, action: str) -> dict:

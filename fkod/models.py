@@ -1,4 +1,4 @@
-"""Import every model module so ``Base.metadata`` knows all tables (Alembic, tests)."""
+"""Import every model module so ``Base.metadata`` contains all tables (Alembic, tests)."""
 
 from fkod.core.auth import models as auth_models  # noqa: F401
 from fkod.core.billing import models as billing_models  # noqa: F401

@@ -8,8 +8,11 @@ calls most tests start with: register a partner, log in, create a key.
 from __future__ import annotations
 
 import secrets
+import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import webtest
 from cryptography.fernet import Fernet
 
@@ -93,3 +96,21 @@ class TestClient:
 
 def auth_header(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until the server at ``url`` answers ``/health`` with 200.
+
+    Raises RuntimeError when ``process`` exits first or ``timeout`` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become healthy within {timeout} s")

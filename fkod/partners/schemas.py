@@ -138,7 +138,7 @@ def _scope_list(**kwargs):
 
 
 class ApiKeyFields(BodySchema):
-    """What a partner may set on a key, on creation or later."""
+    """Fields a partner may set on a key, on creation or later."""
 
     key_name = Text(min_length=1, max_length=255)
     scopes = _scope_list()

@@ -23,10 +23,8 @@ from fkod.core.auth.scopes import SCOPES
 from fkod.core.db import read_only, run_in_transaction
 from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
 from fkod.plugins.learning.models import Mentor
+from tests.envelope import assert_envelope
 
-ERROR_KEYS = {"status", "code", "message", "errors", "request_id"}
-ERROR_LOCATIONS = {"body", "querystring", "header", "path"}
-SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 GENERATED_REQUEST_ID = re.compile(r"^req_[0-9a-f]{24}$")
 
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
@@ -190,27 +188,6 @@ def send(client: TestClient, method: str, path: str, body: bytes | None, *,
         request.environ["CONTENT_TYPE"] = content_type
     return client.web.do_request(request, status="*", expect_errors=True)
 
-
-def assert_envelope(response, status: int, code: str | None = None) -> dict:
-    """Check the JSON error envelope and return its body."""
-    assert response.status_int == status, response.body[:500]
-    assert response.content_type == "application/json"
-    body = response.json
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status
-    assert SNAKE_CASE.match(body["code"]), body["code"]
-    if code is not None:
-        assert body["code"] == code
-    assert isinstance(body["message"], str)
-    assert body["message"].strip()
-    assert isinstance(body["errors"], list)
-    for error in body["errors"]:
-        assert set(error) == {"location", "name", "description"}
-        assert error["location"] in ERROR_LOCATIONS
-        assert isinstance(error["name"], str)
-        assert isinstance(error["description"], str)
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    return body
 
 
 def make_world(client: TestClient, app) -> World:

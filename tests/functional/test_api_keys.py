@@ -13,25 +13,12 @@ from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.auth.scopes import SCOPES
 from fkod.core.db import read_only, run_in_transaction
 from fkod.core.testing import auth_header
+from tests.envelope import assert_envelope
 
 KEYS_PATH = "/api/partners/api-keys"
-ERROR_KEYS = {"status", "code", "message", "errors", "request_id"}
 TEST_KEY = re.compile(r"^sk_test_[A-Za-z0-9_-]{43}$")
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
 
-
-def assert_envelope(response, status: int, code: str | None = None) -> dict:
-    """Check the JSON error envelope and return its body."""
-    assert response.status_int == status, response.body[:500]
-    assert response.content_type == "application/json"
-    body = response.json
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status
-    if code is not None:
-        assert body["code"] == code
-    assert body["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    return body
 
 
 def error_names(body: dict) -> list[str]:

@@ -22,8 +22,8 @@ from fkod.core.metering.models import ApiUsage
 from fkod.core.testing import TestClient, auth_header
 from fkod.core.webhooks.models import Event
 from fkod.plugins.learning.models import Course, Enrollment, Mentor, MentorMatch
+from tests.envelope import assert_envelope
 
-ERROR_KEYS = {"status", "code", "message", "errors", "request_id"}
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
 
 
@@ -79,20 +79,6 @@ class Tenant:
 def number_of(public_id: str) -> int:
     return int(public_id.rsplit("_", 1)[1])
 
-
-def assert_envelope(response, status: int, code: str | None = None) -> dict:
-    """Check the JSON error envelope and return its body."""
-    assert response.status_int == status, response.body[:500]
-    assert response.content_type == "application/json"
-    body = response.json
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status
-    if code is not None:
-        assert body["code"] == code
-    assert body["message"]
-    assert isinstance(body["errors"], list)
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    return body
 
 
 def make_tenant(client: TestClient, scopes=PARTNER_SCOPES) -> Tenant:

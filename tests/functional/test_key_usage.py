@@ -20,8 +20,8 @@ from fkod.core.metering.histogram import estimate_percentile
 from fkod.core.metering.models import ApiUsage, ApiUsageHourly
 from fkod.core.settings import ConfigurationError
 from fkod.core.testing import auth_header
+from tests.envelope import assert_envelope
 
-ERROR_KEYS = {"status", "code", "message", "errors", "request_id"}
 MENTORS = "/api/v1/mentors"
 
 
@@ -35,15 +35,6 @@ def flush_usage(app) -> None:
     if app.registry.settings["fkod.metering.backend"] == "redis":
         app.registry["tasks"].run_periodic_now()
 
-
-def assert_envelope(response, status: int, code: str) -> dict:
-    assert response.status_int == status, response.body[:500]
-    body = response.json
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status
-    assert body["code"] == code
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    return body
 
 
 def insert_raw_usage(app, rows: list[dict]) -> None:

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import time
 
 import pytest
@@ -18,9 +17,7 @@ from fkod.core.auth.models import Partner, PartnerMember, User
 from fkod.core.db import read_only, run_in_transaction
 from fkod.core.testing import TEST_PASSWORD, auth_header
 from fkod.core.webhooks.models import Event
-
-ERROR_KEYS = {"status", "code", "message", "errors", "request_id"}
-SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+from tests.envelope import assert_envelope
 
 UNSAFE_LINKS = [
     "javascript:alert(1)",
@@ -41,21 +38,6 @@ SERVER_OWNED_FIELDS = {
     "deleted_at": None,
 }
 
-
-def assert_envelope(response, status: int, code: str | None = None) -> dict:
-    """Check the JSON error envelope and return its body."""
-    assert response.status_int == status, response.body[:500]
-    assert response.content_type == "application/json"
-    body = response.json
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status
-    assert SNAKE_CASE.match(body["code"]), body["code"]
-    if code is not None:
-        assert body["code"] == code
-    assert body["message"]
-    assert isinstance(body["errors"], list)
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    return body
 
 
 def error_names(body: dict) -> list[str]:

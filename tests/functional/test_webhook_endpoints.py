@@ -16,10 +16,10 @@ from fkod.core.auth.models import Partner
 from fkod.core.db import read_only, run_in_transaction
 from fkod.core.testing import TestClient, auth_header
 from fkod.core.webhooks.models import Webhook
+from tests.envelope import assert_envelope
 
 WEBHOOKS_PATH = "/api/partners/webhooks"
 EVENTS_PATH = "/api/webhooks/available-events"
-ERROR_KEYS = {"status", "code", "message", "errors", "request_id"}
 SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")
 LOOPBACK_URL = "http://127.0.0.1:9/hooks"
 
@@ -79,19 +79,6 @@ NOT_LOOPBACK_URLS = [
 MALFORMED_URLS = ["javascript:alert(1)", "ftp://x/", "//127.0.0.1/", "127.0.0.1/hooks",
                   "http://", "http://127.0.0.1\\@10.0.0.1/", "http://127.0.0.1/a\nb"]
 
-
-def assert_envelope(response, status: int, code: str | None = None) -> dict:
-    """Check the JSON error envelope and return its body."""
-    assert response.status_int == status, response.body[:500]
-    assert response.content_type == "application/json"
-    body = response.json
-    assert set(body) == ERROR_KEYS
-    assert body["status"] == status
-    if code is not None:
-        assert body["code"] == code
-    assert body["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    return body
 
 
 def error_names(body: dict) -> list[str]:

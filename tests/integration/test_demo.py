@@ -12,11 +12,11 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 from cryptography.fernet import Fernet
+
+from fkod.core.testing import wait_until_healthy
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -27,19 +27,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
-
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not become healthy within {timeout} s")
 
 
 def run(command: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:

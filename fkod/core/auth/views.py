@@ -43,7 +43,7 @@ class JwksResponse(ResponseSchema):
 
 
 def _login_failed():
-    # The same answer whether the email is unknown or the password wrong.
+    # The same response whether the email is unknown or the password is wrong.
     return Unauthorized("The email or password is incorrect.", code="invalid_credentials")
 
 

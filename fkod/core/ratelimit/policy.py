@@ -257,7 +257,7 @@ def reset_partner_counters(
 
 
 def active_boost_conditions(partner_id: int, livemode: bool) -> tuple:
-    """The WHERE conditions that select a partner's boosts in force now, in one mode."""
+    """Return the WHERE conditions that select a partner's boosts in force now, in one mode."""
     now = utcnow()
     return (RateLimitBoost.partner_id == partner_id,
             RateLimitBoost.ends_at > now,

@@ -26,7 +26,7 @@ class EventType:
 
 
 def pattern_matches(pattern: str, event_type: str) -> bool:
-    """Whether a subscription pattern such as ``course.*`` or ``*`` covers ``event_type``."""
+    """Check whether a subscription pattern such as ``course.*`` or ``*`` covers ``event_type``."""
     if "*" not in pattern:
         return pattern == event_type
     return fnmatch.fnmatchcase(event_type, pattern)
@@ -51,7 +51,7 @@ class EventCatalog:
         return self._types.get(name)
 
     def available(self, is_enabled) -> list[EventType]:
-        """The event types of enabled plugins, sorted by name."""
+        """Return the event types of enabled plugins, sorted by name."""
         return sorted(
             (item for item in self._types.values() if item.plugin is None or is_enabled(item.plugin)),
             key=lambda item: item.name,
