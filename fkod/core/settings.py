@@ -155,6 +155,24 @@ SETTINGS: tuple[Setting, ...] = (
              "Refuse plain http webhook URLs (loopback receivers are exempt when allowed)."),
     _setting("webhooks.timeout_seconds", _as_float, "10",
              "How long one delivery attempt waits for the receiver, in seconds.", minimum=0.1),
+    _setting("webhooks.connect_timeout_seconds", _as_float, "5",
+             "How long one delivery attempt waits for the TCP and TLS connection, in "
+             "seconds; timeout_seconds bounds the whole attempt.", minimum=0.1),
+    _setting("webhooks.max_response_bytes", _as_int, "4096",
+             "How much of a receiver's response body is read and stored, in bytes.",
+             minimum=0, maximum=1048576),
+    _setting("webhooks.max_concurrency_per_endpoint", _as_int, "4",
+             "How many deliveries to one endpoint may be in flight at once across all "
+             "workers, so a slow receiver cannot take every worker thread.", minimum=1),
+    _setting("webhooks.secret_overlap_seconds", _as_int, "86400",
+             "After a secret rotation, how long deliveries also carry a signature made "
+             "with the old secret, in seconds.", minimum=0, maximum=604800),
+    _setting("webhooks.disable_after_failing_seconds", _as_int, "432000",
+             "An endpoint whose every attempt has failed for this many seconds is "
+             "disabled.", minimum=60),
+    _setting("webhooks.signature_tolerance_seconds", _as_int, "300",
+             "How far a signature timestamp may be from the current time, either way, for "
+             "the verify endpoint, in seconds.", minimum=1, maximum=86400),
     _setting("webhooks.max_backoff_seconds", _as_int, "86400",
              "Upper bound of the delay between two delivery attempts, in seconds.", minimum=1),
     _setting("webhooks.sweep_interval_seconds", _as_int, "15",

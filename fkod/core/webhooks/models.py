@@ -31,10 +31,25 @@ class Webhook(Base):
     # Fernet token of the whsec_ secret; never stored in clear.
     secret_key: Mapped[str] = mapped_column(sa.String(255))
     headers: Mapped[dict] = mapped_column(JSONType, default=dict)
+    # active, paused (by the partner), disabled (by the platform, see
+    # disabled_reason) or deleted. Only active endpoints receive new events and
+    # attempts; deliveries already queued wait while an endpoint is paused or
+    # disabled and resume when it is active again.
     status: Mapped[str] = mapped_column(sa.String(20), default="active", server_default="active")
     retry_count: Mapped[int] = mapped_column(default=5, server_default="5")
-    # Seconds before the first retry; later retries double it.
+    # Seconds before the first retry; later retries grow exponentially with jitter.
     retry_delay: Mapped[int] = mapped_column(default=300, server_default="300")
+    # The secret replaced by the last rotation (a Fernet token). Deliveries are
+    # signed with it as well until previous_secret_expires_at; it is kept after
+    # that so the signature debugger can recognise a retired secret.
+    previous_secret_key: Mapped[str | None] = mapped_column(sa.String(255))
+    previous_secret_expires_at: Mapped[dt.datetime | None]
+    secret_rotated_at: Mapped[dt.datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(sa.String(255))
+    disabled_at: Mapped[dt.datetime | None]
+    # Start of the current run of failed attempts; None after a success.
+    failing_since: Mapped[dt.datetime | None]
+    last_success_at: Mapped[dt.datetime | None]
     livemode: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     description: Mapped[str | None] = mapped_column(sa.String(500))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
@@ -69,6 +84,7 @@ class WebhookEvent(Base):
         sa.Index("idx_webhook_events_webhook_id", "webhook_id"),
         sa.Index("idx_webhook_events_created_at", "created_at"),
         sa.Index("ix_webhook_events_due", "status", "next_retry_at"),
+        sa.Index("ix_webhook_events_webhook_id_status", "webhook_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -79,7 +95,12 @@ class WebhookEvent(Base):
     # pending -> delivering -> succeeded, or back to pending with next_retry_at,
     # or failed once the endpoint's retry_count is spent.
     status: Mapped[str] = mapped_column(sa.String(20), default="pending", server_default="pending")
+    # Attempts in the current run, which retry_count bounds; a replay starts a
+    # new run. attempt_total numbers the attempts across all runs.
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    attempt_total: Mapped[int] = mapped_column(default=0, server_default="0")
+    replay_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    replayed_at: Mapped[dt.datetime | None]
     last_attempt_at: Mapped[dt.datetime | None]
     next_retry_at: Mapped[dt.datetime | None]
     response_code: Mapped[int | None]
@@ -102,7 +123,10 @@ class WebhookAttempt(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     delivery_id: Mapped[int] = mapped_column(sa.ForeignKey("webhook_events.id"), index=True)
+    # The delivery's attempt_total when this attempt ran: 1, 2, ... across replays.
     attempt: Mapped[int]
+    # The webhook-timestamp the attempt was signed with.
+    signed_at: Mapped[int | None]
     started_at: Mapped[dt.datetime]
     duration_ms: Mapped[int]
     response_code: Mapped[int | None]
