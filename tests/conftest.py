@@ -16,6 +16,7 @@ import pytest
 from fkod import shutdown
 from fkod.core.migrations import upgrade_to_head
 from fkod.core.testing import TestClient, make_app, make_settings
+from tests.receivers import Receiver, Reply
 
 pytest_plugins = ["tests.services"]
 
@@ -92,3 +93,21 @@ def app(app_factory):
 @pytest.fixture
 def client(app):
     return TestClient(app)
+
+
+@pytest.fixture
+def make_receiver():
+    """Start receivers on 127.0.0.1 and close each one after the test."""
+    started: list[Receiver] = []
+
+    def start(*replies: Reply | int) -> Receiver:
+        receiver = Receiver(*replies)
+        receiver.start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.close()
+    for receiver in started:
+        assert receiver.errors == [], f"receiver at {receiver.url} failed to handle a request"

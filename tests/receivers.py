@@ -23,11 +23,12 @@ __all__ = ["ReceivedRequest", "Receiver", "Reply"]
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted response: its status, its body and how long to wait before sending it."""
+    """One scripted response: its status, body, extra headers, and how long to wait first."""
 
     status: int = 200
     body: bytes = b"ok"
     delay_seconds: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class _RecordingHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(reply.body)))
             self.send_header("Connection", "close")
+            for name, value in reply.headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):

@@ -27,6 +27,7 @@ from fkod.core import hookspecs
 from fkod.core.db import read_only, run_in_transaction, utcnow
 from fkod.core.plugin_models import PluginState
 from fkod.core.webhooks.catalog import EventCatalog
+from fkod.core.webhooks.operational import EVENT_TYPES as OPERATIONAL_EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,8 @@ def includeme(config):
     host = PluginHost(config.registry["db.session_factory"], config.registry["db.engine"],
                       settings["fkod.plugins.state_cache_seconds"])
     config.registry["plugins"] = host
+    for event_type in OPERATIONAL_EVENT_TYPES:
+        host.event_catalog.add(event_type)
     host.load_entry_points(skip=set(settings["fkod.plugins.disabled"]))
     host.collect_event_types()
     host.collect_scopes(config.registry["scope_catalog"])

@@ -48,24 +48,6 @@ UNICODE_NAME = 'Café ☕ 😀 "quoted" \\ back'
 # Fixtures and helpers ------------------------------------------------------------
 
 
-@pytest.fixture
-def make_receiver():
-    """Start receivers on 127.0.0.1 and close each one after the test."""
-    started: list[Receiver] = []
-
-    def start(*replies: Reply | int) -> Receiver:
-        receiver = Receiver(*replies)
-        receiver.start()
-        started.append(receiver)
-        return receiver
-
-    yield start
-    for receiver in started:
-        receiver.close()
-    for receiver in started:
-        assert receiver.errors == [], f"receiver at {receiver.url} failed to handle a request"
-
-
 @dataclass
 class Member:
     """A registered partner and its owner's access token."""

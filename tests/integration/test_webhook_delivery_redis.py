@@ -176,25 +176,6 @@ def start_worker(tmp_path, ini_file):
             worker.stop()
 
 
-@pytest.fixture
-def make_receiver():
-    started: list[Receiver] = []
-
-    def start(*replies: Reply | int) -> Receiver:
-        receiver = Receiver(*replies)
-        receiver.start()
-        started.append(receiver)
-        return receiver
-
-    try:
-        yield start
-    finally:
-        for receiver in started:
-            receiver.close()
-    for receiver in started:
-        assert receiver.errors == [], f"receiver at {receiver.url} failed to handle a request"
-
-
 def subscribe_and_create_user(client: TestClient, url: str, *, retry_count: int) -> dict:
     """Register a partner, subscribe ``url`` to user.created and create one user.
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from fkod.core.webhooks.delivery import backoff_seconds
@@ -61,3 +64,50 @@ def test_backoff_never_decreases():
 
     assert delays == sorted(delays)
     assert delays[-1] == DAY
+
+
+class FixedDraw(random.Random):
+    """A random source whose every draw is ``value``, to pin jitter at its extremes."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.999999])
+def test_jitter_leaves_first_retry_exact(draw):
+    assert backoff_seconds(1, 300, DAY, rng=FixedDraw(draw)) == 300
+
+
+@pytest.mark.parametrize("attempts", [2, 3, 6, 10])
+def test_jitter_stays_within_a_fifth(attempts):
+    base = 60 * 2 ** (attempts - 1)
+
+    assert backoff_seconds(attempts, 60, DAY, rng=FixedDraw(0.0)) == base
+    assert backoff_seconds(attempts, 60, DAY, rng=FixedDraw(0.999999)) == math.ceil(
+        base * (1 - 0.2 * 0.999999))
+
+
+@pytest.mark.parametrize("attempts", [47, 1024, 5000, 10**9])
+def test_jitter_never_passes_cap(attempts):
+    for draw in (0.0, 0.5, 0.999999):
+        assert backoff_seconds(attempts, 300, DAY, rng=FixedDraw(draw)) == DAY
+
+
+def test_jittered_delays_never_decrease():
+    rng = random.Random(7)
+    for _ in range(200):
+        delays = [backoff_seconds(attempts, 5, DAY, rng=rng) for attempts in range(1, 40)]
+        assert delays == sorted(delays)
+
+
+def test_jitter_spreads_delays():
+    rng = random.Random(11)
+    delays = {backoff_seconds(4, 300, DAY, rng=rng) for _ in range(50)}
+
+    assert len(delays) > 10
+    assert min(delays) >= 2400 * 0.8
+    assert max(delays) <= 2400

@@ -16,21 +16,32 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
+import random
 import time
 
 import sqlalchemy as sa
 
 from fkod.core import jsonutil
 from fkod.core.db import is_sqlite, run_in_transaction, utcnow
+from fkod.core.webhooks import operational
 from fkod.core.webhooks.http import post_webhook
-from fkod.core.webhooks.models import Webhook, WebhookAttempt, WebhookEvent
-from fkod.core.webhooks.outbox import DELIVER_ACTOR
+from fkod.core.webhooks.models import Event, Webhook, WebhookAttempt, WebhookEvent
+from fkod.core.webhooks.outbox import DELIVER_ACTOR, publish_event
 from fkod.core.webhooks.signing import sign_delivery
 
 log = logging.getLogger(__name__)
 
 SWEEP_ACTOR = "sweep_webhooks"
 MAX_STORED_RESPONSE_CHARS = 4096
+# The largest share of a later retry's delay that jitter removes.
+JITTER = 0.2
+# A message for an endpoint with no free slot comes back after this many ms.
+BUSY_RETRY_MS = (200, 800)
+LAST_SUCCESS_RESOLUTION_SECONDS = 60
+OPERATIONAL_PREFIX = "webhook."
+# Returned by a claim when the endpoint has its fill of attempts in flight.
+ENDPOINT_BUSY = object()
 # Signature and framing headers a partner's custom headers can never replace.
 RESERVED_HEADERS = frozenset({
     "content-type", "content-length", "host", "user-agent", "x-fkod-signature",
@@ -38,27 +49,38 @@ RESERVED_HEADERS = frozenset({
 })
 
 
-def backoff_seconds(attempts: int, retry_delay_seconds: int, max_backoff_seconds: int) -> int:
+def backoff_seconds(attempts: int, retry_delay_seconds: int, max_backoff_seconds: int,
+                    *, rng: random.Random | None = None) -> int:
     """Delay before the next attempt after ``attempts`` failed ones.
 
-    ``retry_delay_seconds`` doubled for each earlier failure, capped at
-    ``max_backoff_seconds``. The exponent is bounded first, so any attempt
-    count (47, 1024, 5000) gives the cap instead of an overflow.
+    The first retry waits exactly ``retry_delay_seconds``; each later one waits
+    twice as long as the one before, less a random part of up to a fifth when
+    ``rng`` is given, so deliveries that failed together spread out. The result
+    is capped at ``max_backoff_seconds``; the exponent is bounded first, so any
+    attempt count (47, 1024, 5000) gives the cap instead of an overflow.
     """
     if retry_delay_seconds <= 0:
         return 0
     exponent = min(max(attempts - 1, 0), 40)
-    return min(retry_delay_seconds * (2 ** exponent), max_backoff_seconds)
+    delay: float = retry_delay_seconds * (2 ** exponent)
+    if exponent and rng is not None:
+        # Even the lowest draw, 0.8 of the doubled delay, exceeds the previous
+        # delay, so delays never shrink.
+        delay *= 1 - JITTER * rng.random()
+    return min(math.ceil(delay), max_backoff_seconds)
 
 
 @dataclasses.dataclass(frozen=True)
 class ClaimedDelivery:
     delivery_id: int
+    webhook_id: int
     attempt: int
+    attempt_total: int
     url: str
     custom_headers: dict
     secret_tokens: tuple[str, ...]
     event_public_id: str
+    event_type: str
     payload: dict
     retry_count: int
     retry_delay: int
@@ -73,9 +95,15 @@ class DeliveryWorker:
         self.tasks = tasks
         self.allow_loopback = settings["fkod.webhooks.allow_loopback"]
         self.timeout_seconds = settings["fkod.webhooks.timeout_seconds"]
+        self.connect_timeout_seconds = settings["fkod.webhooks.connect_timeout_seconds"]
+        self.max_response_bytes = settings["fkod.webhooks.max_response_bytes"]
         self.max_backoff_seconds = settings["fkod.webhooks.max_backoff_seconds"]
         self.in_flight_seconds = settings["fkod.webhooks.in_flight_timeout_seconds"]
         self.sweep_grace_seconds = settings["fkod.webhooks.sweep_interval_seconds"]
+        self.max_concurrency = settings["fkod.webhooks.max_concurrency_per_endpoint"]
+        self.disable_after = dt.timedelta(
+            seconds=settings["fkod.webhooks.disable_after_failing_seconds"])
+        self.rng = random.Random()
 
     # One attempt ---------------------------------------------------------------
 
@@ -86,49 +114,93 @@ class DeliveryWorker:
                                          lambda session: self._claim(session, delivery_id))
             if claimed is None:
                 return
-            result, started_at = self._attempt(claimed)
-            retry_in = run_in_transaction(
+            if claimed is ENDPOINT_BUSY:
+                # The endpoint has its fill of attempts in flight: try again
+                # shortly, spread out so waiting messages do not arrive together.
+                self.tasks.send(DELIVER_ACTOR, delivery_id,
+                                delay_ms=self.rng.randint(*BUSY_RETRY_MS))
+                return
+            result, started_at, signed_at = self._attempt(claimed)
+            retry_in, event_deliveries = run_in_transaction(
                 self.session_factory,
-                lambda session: self._record(session, claimed, result, started_at),
+                lambda session: self._record(session, claimed, result, started_at, signed_at),
             )
+            for event_delivery_id in event_deliveries:
+                self.tasks.send(DELIVER_ACTOR, event_delivery_id)
             if retry_in is not None:
                 self.tasks.send(DELIVER_ACTOR, delivery_id, delay_ms=retry_in * 1000)
         except Exception:
             log.error("webhook delivery failed unexpectedly", exc_info=True,
                       extra={"delivery_id": delivery_id})
 
-    def _claim(self, session, delivery_id: int) -> ClaimedDelivery | None:
+    def _claim(self, session, delivery_id: int):
+        """Mark the delivery in flight and return what the attempt needs.
+
+        Returns None when the delivery is not due (done, in flight elsewhere,
+        waiting for a retry, or its endpoint is not active), and ENDPOINT_BUSY
+        when its endpoint already has max_concurrency attempts in flight. The
+        endpoint's row is locked while the attempts in flight are counted, so
+        two workers cannot both take the last slot.
+        """
         now = utcnow()
-        active_webhooks = sa.select(Webhook.id).where(Webhook.status == "active")
+        webhook_id = session.scalar(
+            sa.select(WebhookEvent.webhook_id).where(WebhookEvent.id == delivery_id))
+        if webhook_id is None:
+            return None
+        webhook_query = sa.select(Webhook).where(Webhook.id == webhook_id)
+        if not is_sqlite(session):
+            webhook_query = webhook_query.with_for_update()
+        webhook = session.scalar(webhook_query)
+        if webhook.status != "active":
+            return None
+        in_flight = session.scalar(
+            sa.select(sa.func.count()).select_from(WebhookEvent).where(
+                WebhookEvent.webhook_id == webhook_id,
+                WebhookEvent.status == "delivering",
+                WebhookEvent.locked_until > now,
+            ))
+        if in_flight >= self.max_concurrency:
+            return ENDPOINT_BUSY
+
         claimed = session.execute(
             sa.update(WebhookEvent)
             .where(
                 WebhookEvent.id == delivery_id,
                 WebhookEvent.status == "pending",
                 sa.or_(WebhookEvent.next_retry_at.is_(None), WebhookEvent.next_retry_at <= now),
-                WebhookEvent.webhook_id.in_(active_webhooks),
             )
             .values(
                 status="delivering",
                 attempts=WebhookEvent.attempts + 1,
+                attempt_total=WebhookEvent.attempt_total + 1,
                 last_attempt_at=now,
                 locked_until=now + dt.timedelta(seconds=self.in_flight_seconds),
             )
+            .returning(WebhookEvent.attempts, WebhookEvent.attempt_total,
+                       WebhookEvent.event_id, WebhookEvent.event_type, WebhookEvent.event_data)
             .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:
+        ).one_or_none()
+        if claimed is None:
             return None
+        attempts, attempt_total, event_id, event_type, payload = claimed
+        event_public_id = session.scalar(sa.select(Event.public_id).where(Event.id == event_id))
 
-        delivery = session.get(WebhookEvent, delivery_id)
-        webhook = delivery.webhook
+        # During a rotation's overlap the old secret signs first, then the new.
+        secret_tokens = [webhook.secret_key]
+        if webhook.previous_secret_key and webhook.previous_secret_expires_at \
+                and webhook.previous_secret_expires_at > now:
+            secret_tokens.insert(0, webhook.previous_secret_key)
         return ClaimedDelivery(
-            delivery_id=delivery.id,
-            attempt=delivery.attempts,
+            delivery_id=delivery_id,
+            webhook_id=webhook_id,
+            attempt=attempts,
+            attempt_total=attempt_total,
             url=webhook.url,
             custom_headers=dict(webhook.headers or {}),
-            secret_tokens=(webhook.secret_key,),
-            event_public_id=delivery.event.public_id,
-            payload=delivery.event_data,
+            secret_tokens=tuple(secret_tokens),
+            event_public_id=event_public_id,
+            event_type=event_type,
+            payload=payload,
             retry_count=webhook.retry_count,
             retry_delay=webhook.retry_delay,
         )
@@ -141,44 +213,62 @@ class DeliveryWorker:
             if name.lower() not in RESERVED_HEADERS
         }
         headers["Content-Type"] = "application/json"
+        signed_at = int(time.time())
         headers.update(sign_delivery(secrets, message_id=claimed.event_public_id,
-                                     timestamp=int(time.time()), body=body))
+                                     timestamp=signed_at, body=body))
         started_at = utcnow()
         result = post_webhook(claimed.url, body, headers, timeout_seconds=self.timeout_seconds,
-                              allow_loopback=self.allow_loopback)
-        return result, started_at
+                              allow_loopback=self.allow_loopback,
+                              max_response_bytes=self.max_response_bytes)
+        return result, started_at, signed_at
 
-    def _record(self, session, claimed: ClaimedDelivery, result, started_at) -> int | None:
-        """Store the attempt's outcome; return the seconds until a retry, if one is due."""
+    def _retry_delay(self, claimed: ClaimedDelivery, result) -> int:
+        """Seconds until the next attempt: the receiver's Retry-After on 429 and 503, else backoff."""
+        retry_after = getattr(result, "retry_after_seconds", None)
+        if result.status_code in (429, 503) and retry_after is not None:
+            return min(math.ceil(retry_after), self.max_backoff_seconds)
+        return backoff_seconds(claimed.attempt, claimed.retry_delay, self.max_backoff_seconds,
+                               rng=self.rng)
+
+    def _record(self, session, claimed: ClaimedDelivery, result, started_at,
+                signed_at: int) -> tuple[int | None, list[int]]:
+        """Store the attempt's outcome and its effect on the endpoint.
+
+        Returns the seconds until a retry (None when none is due) and the ids of
+        deliveries of the operational events this outcome caused.
+        """
         now = utcnow()
         response_body = (result.body or "")[:MAX_STORED_RESPONSE_CHARS]
         session.add(WebhookAttempt(
-            delivery_id=claimed.delivery_id, attempt=claimed.attempt, started_at=started_at,
-            duration_ms=result.duration_ms, response_code=result.status_code,
-            response_body=response_body, error=(result.error or None) and result.error[:255],
+            delivery_id=claimed.delivery_id, attempt=claimed.attempt_total,
+            started_at=started_at, signed_at=signed_at, duration_ms=result.duration_ms,
+            response_code=result.status_code, response_body=response_body,
+            error=(result.error or None) and result.error[:255],
         ))
         succeeded = result.status_code is not None and 200 <= result.status_code < 300
+        last_error = None if succeeded else (result.error or f"HTTP {result.status_code}")[:255]
         values = {
             "response_code": result.status_code,
             "response_body": response_body,
-            "last_error": None if succeeded else (result.error or f"HTTP {result.status_code}")[:255],
+            "last_error": last_error,
             "locked_until": None,
         }
         retry_in = None
+        exhausted = False
         if succeeded:
             values.update(status="succeeded", completed_at=now, next_retry_at=None)
         elif claimed.attempt > claimed.retry_count:
+            exhausted = True
             values.update(status="failed", completed_at=now, next_retry_at=None)
         else:
-            retry_in = backoff_seconds(claimed.attempt, claimed.retry_delay,
-                                       self.max_backoff_seconds)
+            retry_in = self._retry_delay(claimed, result)
             values.update(status="pending", next_retry_at=now + dt.timedelta(seconds=retry_in))
 
         updated = session.execute(
             sa.update(WebhookEvent)
             .where(WebhookEvent.id == claimed.delivery_id,
                    WebhookEvent.status == "delivering",
-                   WebhookEvent.attempts == claimed.attempt)
+                   WebhookEvent.attempt_total == claimed.attempt_total)
             .values(**values)
             .execution_options(synchronize_session=False)
         )
@@ -187,13 +277,92 @@ class DeliveryWorker:
             # attempt row stays as a record of what happened.
             log.warning("delivery claim expired before its result was recorded",
                         extra={"delivery_id": claimed.delivery_id})
-            return None
+            return None, []
         log.info("webhook attempt", extra={
-            "delivery_id": claimed.delivery_id, "attempt": claimed.attempt,
+            "delivery_id": claimed.delivery_id, "attempt": claimed.attempt_total,
             "status_code": result.status_code, "error": result.error,
             "outcome": values["status"],
         })
-        return retry_in
+
+        webhook = session.get(Webhook, claimed.webhook_id)
+        events = []
+        if succeeded:
+            events += self._note_success(session, webhook, now)
+        else:
+            events += self._note_failure(session, webhook, result, now)
+            if exhausted and not claimed.event_type.startswith(OPERATIONAL_PREFIX):
+                # Exhaustion of an operational event's own delivery is not
+                # announced, so a failing alert endpoint cannot feed itself.
+                events.append((operational.DELIVERY_EXHAUSTED, {
+                    "webhook_id": f"whk_{webhook.id}", "url": webhook.url,
+                    "event_id": claimed.event_public_id, "event_type": claimed.event_type,
+                    "attempts": claimed.attempt, "last_response_code": result.status_code,
+                    "last_error": last_error,
+                }))
+        delivery_ids = []
+        for event_type, data in events:
+            _event, deliveries = publish_event(
+                session, event_type=event_type, data=data, livemode=webhook.livemode,
+                partner_ids=[webhook.partner_id], request_id=None)
+            delivery_ids += [delivery.id for delivery in deliveries]
+        return retry_in, delivery_ids
+
+    def _note_success(self, session, webhook: Webhook, now: dt.datetime) -> list:
+        if webhook.failing_since is None:
+            # last_success_at is refreshed at most once a minute, so a busy
+            # endpoint does not rewrite its row on every delivery.
+            stale = now - dt.timedelta(seconds=LAST_SUCCESS_RESOLUTION_SECONDS)
+            session.execute(
+                sa.update(Webhook)
+                .where(Webhook.id == webhook.id,
+                       sa.or_(Webhook.last_success_at.is_(None), Webhook.last_success_at < stale))
+                .values(last_success_at=now)
+                .execution_options(synchronize_session=False))
+            return []
+        failing_since = webhook.failing_since
+        recovered = session.execute(
+            sa.update(Webhook)
+            .where(Webhook.id == webhook.id, Webhook.failing_since.is_not(None))
+            .values(failing_since=None, last_success_at=now)
+            .execution_options(synchronize_session=False))
+        if recovered.rowcount != 1:
+            return []
+        log.info("webhook endpoint recovered", extra={"webhook_id": webhook.id})
+        return [(operational.ENDPOINT_RECOVERED, {
+            "webhook_id": f"whk_{webhook.id}", "url": webhook.url, "status": webhook.status,
+            "disabled_reason": None, "failing_since": failing_since,
+            "recovered_at": now,
+        })]
+
+    def _note_failure(self, session, webhook: Webhook, result, now: dt.datetime) -> list:
+        failing_since = webhook.failing_since or now
+        if webhook.failing_since is None:
+            session.execute(
+                sa.update(Webhook)
+                .where(Webhook.id == webhook.id, Webhook.failing_since.is_(None))
+                .values(failing_since=now)
+                .execution_options(synchronize_session=False))
+        if result.status_code == 410:
+            reason = "the receiver answered 410 Gone"
+        elif failing_since <= now - self.disable_after:
+            days = self.disable_after.total_seconds() / 86400
+            reason = f"every attempt failed for {days:g} days"
+        else:
+            return []
+        disabled = session.execute(
+            sa.update(Webhook)
+            .where(Webhook.id == webhook.id, Webhook.status == "active")
+            .values(status="disabled", disabled_reason=reason, disabled_at=now)
+            .execution_options(synchronize_session=False))
+        if disabled.rowcount != 1:
+            return []
+        log.warning("webhook endpoint disabled",
+                    extra={"webhook_id": webhook.id, "reason": reason})
+        return [(operational.ENDPOINT_DISABLED, {
+            "webhook_id": f"whk_{webhook.id}", "url": webhook.url, "status": "disabled",
+            "disabled_reason": reason, "failing_since": failing_since,
+            "disabled_at": now,
+        })]
 
     # The sweeper ---------------------------------------------------------------
 
