@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy import orm
@@ -36,6 +37,17 @@ class User(Base):
     email_verified_at: Mapped[dt.datetime | None]
     status: Mapped[str] = mapped_column(sa.String(20), default="active", server_default="active")
     livemode: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    # A new address waiting for its verification link; email changes only then.
+    pending_email: Mapped[str | None] = mapped_column(sa.String(255))
+    # Fernet token of the TOTP secret; the second factor is on once enabled_at is set.
+    totp_secret: Mapped[str | None] = mapped_column(sa.String(255))
+    totp_enabled_at: Mapped[dt.datetime | None]
+    # The last TOTP time step accepted, so one code cannot log in twice.
+    totp_last_step: Mapped[int | None]
+    # Login tokens issued before this moment are refused: set by a password
+    # change or reset, and by "log out everywhere".
+    tokens_valid_after: Mapped[dt.datetime | None]
+    password_changed_at: Mapped[dt.datetime | None]
     created_by_partner_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("partners.id", use_alter=True), index=True
     )
@@ -79,12 +91,26 @@ class Partner(Base):
     verification_status: Mapped[str] = mapped_column(
         sa.String(20), default="unverified", server_default="unverified"
     )
-    tax_id: Mapped[str | None] = mapped_column(sa.String(50))
-    bank_account: Mapped[dict | None] = mapped_column(JSONType)
+    # Fernet tokens: both are encrypted at rest and masked in every response.
+    tax_id: Mapped[str | None] = mapped_column(sa.String(500))
+    bank_account: Mapped[str | None] = mapped_column(sa.Text)
     contact_email: Mapped[str | None] = mapped_column(sa.String(255))
     contact_phone: Mapped[str | None] = mapped_column(sa.String(20))
     address: Mapped[dict | None] = mapped_column(JSONType)
     plan_id: Mapped[int | None] = mapped_column(sa.ForeignKey("plans.id"))
+    # What the partner submitted for verification (legal name, website, contact,
+    # address); the tax id is kept encrypted in tax_id.
+    legal_name: Mapped[str | None] = mapped_column(sa.String(255))
+    verification_data: Mapped[dict | None] = mapped_column(JSONType)
+    verification_submitted_at: Mapped[dt.datetime | None]
+    verified_at: Mapped[dt.datetime | None]
+    verification_rejection_reason: Mapped[str | None] = mapped_column(sa.String(500))
+    suspended_at: Mapped[dt.datetime | None]
+    suspension_reason: Mapped[str | None] = mapped_column(sa.String(500))
+    # Admin overrides; NULL means the plan's or the platform's default.
+    commission_rate: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 4))
+    rate_limit_overrides: Mapped[dict | None] = mapped_column(JSONType)
+    deletion_requested_at: Mapped[dt.datetime | None]
     deleted_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(
@@ -171,3 +197,33 @@ class ApiKey(Base):
     @property
     def mode(self) -> str:
         return "live" if self.livemode else "test"
+
+
+class UserToken(Base):
+    """A single-use token mailed to a user: password reset or email verification.
+
+    Only a SHA-256 of the token is stored; ``used_at`` makes it single-use.
+    """
+
+    __tablename__ = "user_tokens"
+    __table_args__ = (sa.Index("ix_user_tokens_user_id_purpose", "user_id", "purpose"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    # password_reset or email_verification.
+    purpose: Mapped[str] = mapped_column(sa.String(30))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # The address being verified, which may differ from the current one.
+    email: Mapped[str | None] = mapped_column(sa.String(255))
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+
+
+class RevokedToken(Base):
+    """A login token ended by logout before its expiry, kept until that expiry."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
