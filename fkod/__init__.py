@@ -28,6 +28,7 @@ def main(global_config, **settings):
         config.include("fkod.core.auth.views")
         config.include("fkod.core.gateway")
         config.include("fkod.core.webhooks")
+        config.include("fkod.core.mail")
         config.include("fkod.core.health")
         config.include("fkod.partners.views")
         config.include("fkod.core.plugins")
@@ -143,7 +144,10 @@ def shutdown(registry) -> None:
     if registry.get("fkod.shut_down"):
         return
     registry["fkod.shut_down"] = True
+    from fkod.core.webhooks.http import close_pooled_connections
+
     registry["tasks"].stop()
+    close_pooled_connections()
     registry["usage_recorder"].close()
     limiter = registry["rate_limiter"]
     if hasattr(limiter, "close"):

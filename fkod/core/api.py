@@ -35,7 +35,9 @@ from fkod.core.schemas import QuerySchema, Text
 AUTH_NONE = "none"
 AUTH_MEMBER = "member"
 AUTH_API_KEY = "api_key"
-AUTH_KINDS = (AUTH_NONE, AUTH_MEMBER, AUTH_API_KEY)
+# An admin access token from /api/admin/auth/login; fkod.admin.auth checks it.
+AUTH_ADMIN = "admin"
+AUTH_KINDS = (AUTH_NONE, AUTH_MEMBER, AUTH_API_KEY, AUTH_ADMIN)
 
 MAX_JSON_DEPTH = 32
 
@@ -44,6 +46,7 @@ COMMON_ERRORS = {
     AUTH_NONE: (),
     AUTH_MEMBER: ((401, "unauthorized"), (403, "forbidden")),
     AUTH_API_KEY: ((401, "invalid_api_key"), (403, "missing_scope"), (429, "rate_limited")),
+    AUTH_ADMIN: ((401, "unauthorized"), (403, "missing_permission")),
 }
 
 
@@ -175,9 +178,12 @@ def read_body(request, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes.")
-    raw = request.body_file.read(max_bytes + 1) if length is None else request.body
+    # Reading body_file keeps the body in memory: request.body would copy a body
+    # over 10 KiB to a temporary file that nothing closes.
+    raw = request.body_file.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes.")
+    request.body = raw
     return raw
 
 
@@ -404,6 +410,6 @@ def paginate(select, id_column, query: dict, session, *, descending: bool = True
 
 
 __all__ = [
-    "AUTH_API_KEY", "AUTH_MEMBER", "AUTH_NONE", "Operation", "Page", "PageQuery", "Text",
-    "operation", "paginate", "register_auth_check",
+    "AUTH_ADMIN", "AUTH_API_KEY", "AUTH_MEMBER", "AUTH_NONE", "Operation", "Page", "PageQuery",
+    "Text", "operation", "paginate", "register_auth_check",
 ]

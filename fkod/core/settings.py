@@ -181,6 +181,18 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("webhooks.in_flight_timeout_seconds", _as_int, "120",
              "After this many seconds a claimed delivery is considered lost and is retried.",
              minimum=10),
+    _setting("mail.backend", _as_str, "log",
+             "Where outgoing mail goes: log writes it to the log, smtp sends it, memory keeps "
+             "it in the process (tests).", choices=("log", "smtp", "memory")),
+    _setting("mail.from_address", _as_str, "F-KOD Partners <partners@fkod.example>",
+             "The From address of outgoing mail."),
+    _setting("mail.smtp_host", _as_str, "", "SMTP server host name, for mail.backend = smtp."),
+    _setting("mail.smtp_port", _as_int, "587", "SMTP server port.", minimum=1, maximum=65535),
+    _setting("mail.smtp_username", _as_str, "", "SMTP user name; empty means no login."),
+    _setting("mail.smtp_password", _as_str, "", "SMTP password.", secret=True),
+    _setting("mail.smtp_starttls", _as_bool, "true", "Upgrade the SMTP connection with STARTTLS."),
+    _setting("mail.smtp_timeout_seconds", _as_float, "10",
+             "How long one SMTP exchange may take, in seconds.", minimum=0.1),
     _setting("idempotency.ttl_hours", _as_int, "24",
              "How long the response to a POST sent with an Idempotency-Key is replayed, "
              "in hours.", minimum=1),

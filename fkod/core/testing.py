@@ -35,6 +35,8 @@ def make_settings(tmp_path: Path, db_url: str | None = None, **overrides) -> dic
         "fkod.webhooks.require_https": "false",
         "fkod.webhooks.timeout_seconds": "5",
         "fkod.metering.flush_interval_ms": "50",
+        # Outgoing mail stays in registry["mailer"].outbox for tests to read.
+        "fkod.mail.backend": "memory",
         # Cheap password hashing keeps sign-up and login fast in tests.
         "fkod.auth.argon2_time_cost": "1",
         "fkod.auth.argon2_memory_kib": "64",

@@ -219,14 +219,14 @@ class DeliveryWorker:
         started_at = utcnow()
         result = post_webhook(claimed.url, body, headers, timeout_seconds=self.timeout_seconds,
                               allow_loopback=self.allow_loopback,
+                              connect_timeout_seconds=self.connect_timeout_seconds,
                               max_response_bytes=self.max_response_bytes)
         return result, started_at, signed_at
 
     def _retry_delay(self, claimed: ClaimedDelivery, result) -> int:
         """Seconds until the next attempt: the receiver's Retry-After on 429 and 503, else backoff."""
-        retry_after = getattr(result, "retry_after_seconds", None)
-        if result.status_code in (429, 503) and retry_after is not None:
-            return min(math.ceil(retry_after), self.max_backoff_seconds)
+        if result.status_code in (429, 503) and result.retry_after_seconds is not None:
+            return min(math.ceil(result.retry_after_seconds), self.max_backoff_seconds)
         return backoff_seconds(claimed.attempt, claimed.retry_delay, self.max_backoff_seconds,
                                rng=self.rng)
 
