@@ -3,12 +3,15 @@
     fkod migrate INI          migrate the database to the newest schema
     fkod demo-data INI        load the demo partner, catalog courses and mentors
     fkod worker INI           run background tasks (webhook delivery, usage drain)
+    fkod webhook-stats INI    print the webhook delivery queue figures as JSON
     fkod demo [--url URL]     run the main job end to end against a running server
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import logging
 import signal
 import sys
@@ -84,6 +87,27 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def _json_time(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds") + "Z"
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def cmd_webhook_stats(args) -> int:
+    from fkod.core.db import make_engine, read_only
+    from fkod.core.webhooks.stats import queue_stats
+
+    _setup_logging(args.config)
+    settings = _load_settings(args.config)
+    engine = make_engine(settings)
+    try:
+        stats = read_only(engine, queue_stats)
+    finally:
+        engine.dispose()
+    print(json.dumps(stats, default=_json_time, indent=2, sort_keys=True))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from fkod.demo import run_demo
 
@@ -109,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "the usage drain. Stop with SIGTERM or Ctrl-C.")
     worker.add_argument("config", metavar="INI")
     worker.set_defaults(run=cmd_worker)
+
+    webhook_stats = commands.add_parser(
+        "webhook-stats", help="Print the webhook delivery queue as JSON: pending, due, "
+                              "delivering, held and failed deliveries, the age of the oldest "
+                              "pending one in seconds, and endpoints by status.")
+    webhook_stats.add_argument("config", metavar="INI")
+    webhook_stats.set_defaults(run=cmd_webhook_stats)
 
     demo = commands.add_parser(
         "demo", help="Register a partner, create a key, call the API and receive a signed "

@@ -157,6 +157,8 @@ def render(request, op: Operation, result) -> Response:
     if op.no_store:
         response.headers["Cache-Control"] = "no-store"
     if result is None and op.status == 204:
+        # A 204 has no body, so it describes none.
+        response.content_type = None
         return response
     if op.paginated:
         schema = op.response(many=True) if op.response else None

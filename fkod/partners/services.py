@@ -1,4 +1,8 @@
-"""Partner accounts, API keys and webhook endpoints: the logic behind the partner API."""
+"""Partner accounts: the logic behind sign-up and the partner profile.
+
+API keys are in :mod:`fkod.partners.api_keys` and webhook endpoints in
+:mod:`fkod.partners.webhooks`.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,8 @@ import sqlalchemy as sa
 from fkod.core.auth.models import PLATFORM_NAMESPACE, Partner, PartnerMember, User
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
-from fkod.core.errors import Conflict, Forbidden, ValidationFailed, field_error
-from fkod.core.webhooks import signing
-from fkod.core.webhooks.catalog import EVENT_PATTERN
-from fkod.core.webhooks.delivery import RESERVED_HEADERS
-from fkod.core.webhooks.models import Webhook
+from fkod.core.errors import Conflict, Forbidden, field_error
 from fkod.core.webhooks.outbox import publish
-from fkod.core.webhooks.urls import UnsafeUrl, validate_webhook_url
 from fkod.partners.schemas import PartnerSchema
 
 log = logging.getLogger(__name__)
@@ -93,77 +92,3 @@ def require_live_mode_allowed(partner: Partner, mode: str, what: str) -> None:
             errors=[field_error("body", "mode", "live mode requires a verified partner")],
         )
 
-
-# Webhooks ---------------------------------------------------------------------
-
-
-def _check_event_patterns(request, patterns: list[str]) -> list[str]:
-    host = request.registry["plugins"]
-    errors = []
-    for pattern in patterns:
-        if not EVENT_PATTERN.match(pattern):
-            errors.append(field_error("body", "event_types",
-                                      f"{pattern!r} is not an event type name or pattern"))
-        elif not host.event_catalog.matching(pattern, host.is_enabled):
-            errors.append(field_error(
-                "body", "event_types",
-                f"{pattern!r} matches no available event type; see GET /api/webhooks/available-events",
-            ))
-    if errors:
-        raise ValidationFailed(errors[0]["description"], code="invalid_event_type", errors=errors)
-    return list(dict.fromkeys(patterns))
-
-
-def check_webhook_url(request, url: str) -> str:
-    settings = request.registry.settings
-    try:
-        return validate_webhook_url(
-            url,
-            allow_loopback=settings["fkod.webhooks.allow_loopback"],
-            require_https=settings["fkod.webhooks.require_https"],
-        )
-    except UnsafeUrl as exc:
-        raise ValidationFailed(exc.message, code="invalid_webhook_url",
-                               errors=[field_error("body", "url", exc.message)]) from None
-
-
-def _check_headers(headers: dict) -> dict:
-    errors = []
-    for name, value in headers.items():
-        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
-            errors.append(field_error("body", f"headers.{name}", "not a valid header name"))
-        elif name.lower() in RESERVED_HEADERS:
-            errors.append(field_error("body", f"headers.{name}", "set by the platform; choose "
-                                                                 "another header"))
-        elif not (value.isascii() and value.isprintable()):
-            errors.append(field_error("body", f"headers.{name}",
-                                      "must be printable ASCII, without line breaks"))
-    if errors:
-        raise ValidationFailed(errors[0]["description"], errors=errors)
-    return headers
-
-
-def create_webhook(request, partner: Partner, data: dict) -> tuple[Webhook, str]:
-    """Subscribe a URL to event types; return the endpoint and its new signing secret."""
-    patterns = data.get("event_types") or [data["event_type"]]
-    patterns = _check_event_patterns(request, patterns)
-    require_live_mode_allowed(partner, data["mode"], "webhooks")
-    url = check_webhook_url(request, data["url"])
-    headers = _check_headers(data.get("headers") or {})
-
-    secret = signing.generate_secret()
-    webhook = Webhook(
-        partner_id=partner.id, event_type=patterns[0], event_types=patterns, url=url,
-        secret_key=request.registry["webhook_vault"].encrypt(secret), headers=headers,
-        status="active", retry_count=data["retry_count"], retry_delay=data["retry_delay"],
-        livemode=data["mode"] == "live", description=data.get("description"),
-    )
-    request.dbsession.add(webhook)
-    request.dbsession.flush()
-    log.info("webhook created", extra={"partner_id": partner.id, "webhook_id": webhook.id})
-    return webhook, secret
-
-
-def webhooks_query(partner: Partner):
-    return sa.select(Webhook).where(Webhook.partner_id == partner.id,
-                                    Webhook.status != "deleted")

@@ -1,21 +1,21 @@
-"""Cornice services of the partner API: sign-up, profile, API keys, webhooks."""
+"""Cornice services of the partner API: sign-up, profile and the event catalog.
+
+The includes at the end add API keys, webhooks, usage and limits.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from cornice import Service
 
-from fkod.core.api import AUTH_MEMBER, AUTH_NONE, Dumped, Page, PageQuery, operation, paginate
+from fkod.core.api import AUTH_MEMBER, AUTH_NONE, Dumped, Page, operation
 from fkod.core.auth.models import PartnerMember
 from fkod.core.schemas import QuerySchema
-from fkod.core.webhooks.models import Webhook
 from fkod.partners import schemas, services
 
 register = Service(name="partner_register", path="/api/partners/register",
                    description="Partner sign-up")
 me = Service(name="partner_me", path="/api/partners/me", description="The caller's partner")
-webhooks = Service(name="partner_webhooks", path="/api/partners/webhooks",
-                   description="The partner's webhook endpoints")
 available_events = Service(name="available_events", path="/api/webhooks/available-events",
                            description="Event types a webhook can subscribe to")
 
@@ -51,26 +51,6 @@ def put_me(request):
     return _me(request)
 
 
-@operation(webhooks, "POST", summary="Subscribe a URL to event types; returns its signing secret",
-           auth=AUTH_MEMBER, permission="webhooks:write", body=schemas.CreateWebhookBody,
-           response=schemas.CreatedWebhookSchema, status=201, no_store=True,
-           errors=((400, "invalid_webhook_url"), (400, "invalid_event_type"),
-                   (403, "partner_not_verified")))
-def create_webhook(request):
-    webhook, secret = services.create_webhook(request, request.partner, dict(request.validated))
-    result = Dumped(schemas.WebhookSchema().dump(webhook))
-    result["secret"] = secret
-    return result
-
-
-@operation(webhooks, "GET", summary="List the partner's webhook endpoints, newest first",
-           auth=AUTH_MEMBER, permission="webhooks:read", query=PageQuery,
-           response=schemas.WebhookSchema, paginated=True)
-def list_webhooks(request):
-    return paginate(services.webhooks_query(request.partner), Webhook.id, request.query,
-                    request.dbsession)
-
-
 @operation(available_events, "GET", summary="List the event types of the enabled plugins",
            auth=AUTH_NONE, query=QuerySchema, response=schemas.EventTypeSchema, paginated=True)
 def list_available_events(request):
@@ -79,8 +59,10 @@ def list_available_events(request):
 
 
 def includeme(config):
-    for service in (register, me, webhooks, available_events):
+    for service in (register, me, available_events):
         config.add_cornice_service(service)
+    config.include("fkod.partners.webhook_views")
+    config.include("fkod.partners.webhook_verify_views")
     config.include("fkod.partners.api_key_views")
     config.include("fkod.partners.usage_views")
     config.include("fkod.partners.limits_views")

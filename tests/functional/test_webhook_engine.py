@@ -399,12 +399,12 @@ def test_slow_endpoint_holds_bounded_slots(app_factory, make_receiver):
                description="every slow delivery done")
     arrivals = sorted(request.received_at for request in slow_requests)
     # A slot frees only after a reply, so no three arrivals fit in one reply's time.
-    most_at_once = max(
+    max_concurrent = max(
         sum(1 for other in arrivals if start <= other < start + slow_seconds - 0.05)
         for start in arrivals
     )
 
-    assert most_at_once <= 2
+    assert max_concurrent <= 2
     # The fast endpoint was served while the slow one held its slots.
     assert max(request.received_at for request in fast_requests) < arrivals[-1]
 
