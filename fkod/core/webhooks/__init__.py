@@ -13,7 +13,8 @@ def includeme(config):
     settings = config.get_settings()
     vault = SecretVault(settings["fkod.secrets.webhook_encryption_key"])
     tasks = registry["tasks"]
-    worker = DeliveryWorker(registry["db.session_factory"], vault, settings, tasks)
+    worker = DeliveryWorker(registry["db.engine"], registry["db.session_factory"], vault,
+                            settings, tasks)
     registry["webhook_vault"] = vault
     registry["webhook_worker"] = worker
 
