@@ -29,8 +29,10 @@ def main(global_config, **settings):
         config.include("fkod.core.gateway")
         config.include("fkod.core.webhooks")
         config.include("fkod.core.mail")
+        config.include("fkod.core.storage")
         config.include("fkod.core.health")
         config.include("fkod.partners.views")
+        config.include("fkod.admin")
         config.include("fkod.core.plugins")
         app = config.make_wsgi_app()
 

@@ -5,6 +5,9 @@
     fkod worker INI           run background tasks (webhook delivery, usage drain)
     fkod webhook-stats INI    print the webhook delivery queue figures as JSON
     fkod demo [--url URL]     run the main job end to end against a running server
+    fkod admin create INI --email E --name N [--role R]
+                              create an admin user (the password from
+                              FKOD_ADMIN_PASSWORD or a prompt)
 """
 
 from __future__ import annotations
@@ -108,6 +111,62 @@ def cmd_webhook_stats(args) -> int:
     return 0
 
 
+# The name of the variable, not a password.
+ADMIN_PASSWORD_VARIABLE = "FKOD_ADMIN_PASSWORD"  # noqa: S105
+
+
+def _admin_password() -> str | None:
+    """Return the password from FKOD_ADMIN_PASSWORD, or prompt twice; None if they differ."""
+    import getpass
+    import os
+
+    password = os.environ.get(ADMIN_PASSWORD_VARIABLE)
+    if password is not None:
+        return password
+    first = getpass.getpass("Password (at least 12 characters): ")
+    if getpass.getpass("Repeat the password: ") != first:
+        return None
+    return first
+
+
+def cmd_admin_create(args) -> int:
+    import marshmallow
+
+    from fkod.admin.schemas import CreateAdminBody
+    from fkod.admin.services import create_admin_from_command
+    from fkod.core.auth.passwords import PasswordHasher
+    from fkod.core.db import make_engine, make_session_factory, run_in_transaction
+    from fkod.core.errors import Conflict
+
+    _setup_logging(args.config)
+    settings = _load_settings(args.config)
+    password = _admin_password()
+    if password is None:
+        print("fkod: the passwords do not match; nothing was created", file=sys.stderr)
+        return 2
+    try:
+        data = CreateAdminBody().load({"email": args.email, "name": args.name,
+                                       "role": args.role, "password": password})
+    except marshmallow.ValidationError as exc:
+        for name, messages in sorted(exc.normalized_messages().items()):
+            print(f"fkod: invalid {name}: {' '.join(map(str, messages))}", file=sys.stderr)
+        return 2
+
+    engine = make_engine(settings)
+    hasher = PasswordHasher.from_settings(settings)
+    try:
+        admin_id = run_in_transaction(
+            make_session_factory(engine),
+            lambda session: create_admin_from_command(session, hasher, data).id)
+    except Conflict as exc:
+        print(f"fkod: {exc.message} Nothing was created.", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"created admin admin_{admin_id} <{data['email']}> with role {data['role']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from fkod.demo import run_demo
 
@@ -147,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default="http://127.0.0.1:6543",
                       help="base URL of the running server (default: %(default)s)")
     demo.set_defaults(run=cmd_demo)
+
+    admin = commands.add_parser("admin", help="Manage admin users.")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True,
+                                          metavar="COMMAND")
+    admin_create = admin_commands.add_parser(
+        "create", help="Create an admin user, such as the first superadmin. The password "
+                       "(at least 12 characters) comes from FKOD_ADMIN_PASSWORD or a prompt.")
+    admin_create.add_argument("config", metavar="INI")
+    admin_create.add_argument("--email", required=True, help="the admin's email address")
+    admin_create.add_argument("--name", required=True, help="the admin's full name")
+    admin_create.add_argument(
+        "--role", default="superadmin", choices=("superadmin", "support", "finance", "readonly"),
+        help="the admin role (default: %(default)s)")
+    admin_create.set_defaults(run=cmd_admin_create)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import email.message
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -37,16 +38,21 @@ AUTH_MEMBER = "member"
 AUTH_API_KEY = "api_key"
 # An admin access token from /api/admin/auth/login; fkod.admin.auth checks it.
 AUTH_ADMIN = "admin"
-AUTH_KINDS = (AUTH_NONE, AUTH_MEMBER, AUTH_API_KEY, AUTH_ADMIN)
+# A login access token of any active user, partner member or customer.
+AUTH_USER = "user"
+AUTH_KINDS = (AUTH_NONE, AUTH_MEMBER, AUTH_API_KEY, AUTH_ADMIN, AUTH_USER)
 
 MAX_JSON_DEPTH = 32
 
 # Errors every operation of a kind can return, for the OpenAPI document.
 COMMON_ERRORS = {
-    AUTH_NONE: (),
+    # Operations without a credential are rate limited per client address
+    # (fkod.core.auth.security); /health, /ready and the JWKS are exempt.
+    AUTH_NONE: ((429, "rate_limited"),),
     AUTH_MEMBER: ((401, "unauthorized"), (403, "forbidden")),
     AUTH_API_KEY: ((401, "invalid_api_key"), (403, "missing_scope"), (429, "rate_limited")),
     AUTH_ADMIN: ((401, "unauthorized"), (403, "missing_permission")),
+    AUTH_USER: ((401, "unauthorized"),),
 }
 
 
@@ -66,6 +72,10 @@ class Operation:
     paginated: bool = False
     errors: tuple[tuple[int, str], ...] = ()
     no_store: bool = False
+    # Name of the setting that contains the maximum file size, in bytes, of a
+    # multipart/form-data body. When set, the operation accepts such a body as
+    # well as JSON, and ``body`` loads its fields (see load_multipart).
+    multipart_max_bytes_setting: str | None = None
 
     @property
     def all_errors(self) -> tuple[tuple[int, str], ...]:
@@ -145,7 +155,10 @@ def check_request(request, op: Operation) -> None:
         check(request, op)
 
     request.query = load_query(request, op.query) if op.query else {}
-    if op.body is not None:
+    if op.body is not None and op.multipart_max_bytes_setting and is_multipart(request):
+        max_bytes = request.registry.settings[op.multipart_max_bytes_setting]
+        request.validated = load_multipart(request, op.body, max_bytes)
+    elif op.body is not None:
         request.validated = load_body(request, op.body)
     else:
         refuse_unexpected_body(request)
@@ -272,6 +285,85 @@ def load_body(request, schema_class: type[marshmallow.Schema]) -> dict:
     if version is not None:
         route = request.matched_route.pattern if request.matched_route else ""
         data = versions.upgrade_request(version, route, request.method, data)
+    try:
+        return schema_class().load(data)
+    except marshmallow.ValidationError as exc:
+        errors = flatten_errors("body", exc.normalized_messages())
+        raise ValidationFailed(_summary(errors), errors=errors) from None
+
+
+# Multipart bodies -------------------------------------------------------------
+
+# Room beside the file for the part headers, the boundaries and the text fields.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MAX_MULTIPART_PARTS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadedFile:
+    """A file part of a multipart/form-data body."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def is_multipart(request) -> bool:
+    return (request.content_type or "").lower() == "multipart/form-data"
+
+
+def _multipart_boundary(request) -> bytes | None:
+    header = email.message.Message()
+    header["Content-Type"] = request.headers.get("Content-Type", "")
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not 0 < len(boundary) <= 70 or not boundary.isascii():
+        return None
+    return boundary.encode("ascii")
+
+
+def _invalid_form(description: str) -> ValidationFailed:
+    return ValidationFailed(f"The multipart/form-data body is invalid: {description}.",
+                            code="invalid_multipart",
+                            errors=[field_error("body", "", description)])
+
+
+def load_multipart(request, schema_class: type[marshmallow.Schema], max_file_bytes: int) -> dict:
+    """Load a multipart/form-data body with ``schema_class``.
+
+    Text fields are loaded as strings and file parts as :class:`UploadedFile`.
+    The body may be ``max_file_bytes`` plus MULTIPART_OVERHEAD_BYTES long (413
+    beyond), so the view checks the size of the file itself. A body without
+    its closing boundary, such as a truncated upload, a field given twice and
+    more than MAX_MULTIPART_PARTS parts are 400s.
+    """
+    raw = read_body(request, max_file_bytes + MULTIPART_OVERHEAD_BYTES)
+    boundary = _multipart_boundary(request)
+    if boundary is None:
+        raise _invalid_form("the Content-Type header has no valid boundary parameter")
+    delimiter = b"--" + boundary
+    if delimiter + b"--" not in raw:
+        raise _invalid_form("the closing boundary is missing, so the body is incomplete")
+    if raw.count(delimiter) > MAX_MULTIPART_PARTS + 1:
+        raise _invalid_form(f"it has more than {MAX_MULTIPART_PARTS} parts")
+    try:
+        # WebOb parses the body that read_body left in memory.
+        form = request.POST
+    except ValueError as exc:
+        raise _invalid_form(str(exc)[:200]) from None
+
+    data, errors = {}, []
+    for name in dict.fromkeys(form.keys()):
+        values = form.getall(name)
+        if len(values) > 1:
+            errors.append(field_error("body", name, "given more than once"))
+            continue
+        value = values[0]
+        if getattr(value, "filename", None) is not None:
+            value = UploadedFile(filename=value.filename, content_type=(value.type or "").lower(),
+                                 data=value.value)
+        data[name] = value
+    if errors:
+        raise ValidationFailed(_summary(errors), errors=errors)
     try:
         return schema_class().load(data)
     except marshmallow.ValidationError as exc:
@@ -412,6 +504,6 @@ def paginate(select, id_column, query: dict, session, *, descending: bool = True
 
 
 __all__ = [
-    "AUTH_ADMIN", "AUTH_API_KEY", "AUTH_MEMBER", "AUTH_NONE", "Operation", "Page", "PageQuery",
-    "Text", "operation", "paginate", "register_auth_check",
+    "AUTH_ADMIN", "AUTH_API_KEY", "AUTH_MEMBER", "AUTH_NONE", "AUTH_USER", "Operation", "Page",
+    "PageQuery", "Text", "UploadedFile", "operation", "paginate", "register_auth_check",
 ]

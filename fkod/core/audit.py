@@ -61,7 +61,7 @@ def record(request, action: str, *, partner_id: int | None, target_type: str | N
     entry = AuditEntry(
         partner_id=partner_id, actor_type=actor_type, actor_id=actor_id, action=action,
         target_type=target_type, target_id=target_id, request_id=request.request_id,
-        ip_address=request.remote_addr, details=details or {},
+        ip_address=request.client_address, details=details or {},
     )
     request.dbsession.add(entry)
     log.info("audited", extra={"action": action, "partner_id": partner_id,

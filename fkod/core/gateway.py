@@ -83,7 +83,7 @@ def authenticate_api_key(request) -> KeySnapshot:
         raise Forbidden(f"The partner account is {key.partner_status}; its API keys do not work.",
                         code="partner_suspended")
     # REMOTE_ADDR, never X-Forwarded-For, which any client can set.
-    if not address_allowed(key.allowed_ips, request.remote_addr):
+    if not address_allowed(key.allowed_ips, request.client_address):
         raise Forbidden("The API key may not be used from this address.", code="ip_not_allowed",
                         errors=[{"location": "header", "name": "Authorization",
                                  "description": "the client address is outside the key's "

@@ -176,6 +176,9 @@ def caller_owner(principal) -> str | None:
     key_id = getattr(principal, "key_id", None)
     if key_id is not None:
         return f"key:{key_id}"
+    admin_id = getattr(principal, "admin_id", None)
+    if admin_id is not None:
+        return f"admin:{admin_id}"
     return f"partner:{principal.partner_id}"
 
 

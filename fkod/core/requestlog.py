@@ -67,19 +67,27 @@ def _render_late_error(request, exc: Exception):
     return errors.internal_error_view(exc, request)
 
 
+# Routes whose path carries a secret token, logged by their pattern only.
+SECRET_PATH_ROUTES = frozenset({"/api/partners/invitations/{token}/accept"})
+
+
 def _log_request(request, response) -> None:
     duration_ms = int((time.perf_counter() - request.started_at) * 1000)
     principal = request.environ.get("fkod.principal")
     route = request.matched_route.pattern if request.matched_route else None
+    path = request.environ.get("PATH_INFO", "")
+    if route in SECRET_PATH_ROUTES:
+        # The path holds a bearer token; the route pattern tells what ran.
+        path = route
     log.info(
         "%s %s %s %dms",
         request.method,
-        request.environ.get("PATH_INFO", ""),
+        path,
         response.status_code,
         duration_ms,
         extra={
             "method": request.method,
-            "path": request.environ.get("PATH_INFO", ""),
+            "path": path,
             "route": route,
             "status": response.status_code,
             "duration_ms": duration_ms,

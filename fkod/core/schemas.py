@@ -68,6 +68,12 @@ class StrictBoolean(fields.Boolean):
     truthy = {True}
     falsy = {False}
 
+    def _deserialize(self, value, attr, data, **kwargs):
+        # 1 == True in Python, so the sets above alone would let 1 and 0 through.
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
 
 class PublicId(fields.Field):
     """An id such as ``user_123``: dumped from the row number, loaded back to it."""

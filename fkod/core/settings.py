@@ -102,6 +102,36 @@ SETTINGS: tuple[Setting, ...] = (
              minimum=32),
     _setting("auth.access_token_ttl_seconds", _as_int, "3600",
              "Lifetime of a login access token, in seconds.", minimum=60),
+    _setting("auth.password_reset_ttl_seconds", _as_int, "3600",
+             "How long a mailed password-reset token can be used, in seconds.",
+             minimum=300, maximum=86400),
+    _setting("auth.email_verification_ttl_seconds", _as_int, "172800",
+             "How long a mailed email-verification token can be used, in seconds.",
+             minimum=3600, maximum=1209600),
+    _setting("auth.account_link_base_url", _as_str, "http://localhost:6543",
+             "Scheme, host and port that the links in account mail (password reset, email "
+             "verification) start with, such as https://partners.fkod.example."),
+    _setting("auth.account_mails_per_hour", _as_int, "5",
+             "Most password-reset and verification mails sent to one account per hour; "
+             "further requests are accepted but send nothing.", minimum=1),
+    _setting("auth.login_failures_per_account", _as_int, "10",
+             "Failed logins one account accepts per login_failure_window_seconds, from all "
+             "addresses together, before further logins get 429.", minimum=1),
+    _setting("auth.login_failure_window_seconds", _as_int, "900",
+             "The window that login_failures_per_account counts in, in seconds.", minimum=60),
+    _setting("auth.totp_issuer", _as_str, "F-KOD",
+             "The issuer name that authenticator apps show beside a TOTP entry."),
+    _setting("proxy.trusted_proxies", _as_list, "",
+             "CIDR ranges of the reverse proxies in front of the app, separated by spaces or "
+             "commas. X-Forwarded-For is read only when the connection comes from one of "
+             "them; empty means the connection's address is the client's."),
+    _setting("ratelimit.per_address_per_minute", _as_int, "120",
+             "Requests one client address may send per minute to the operations that need no "
+             "credential (sign-up, login, password reset, public reads); 0 means no limit.",
+             minimum=0),
+    _setting("ratelimit.per_address_per_hour", _as_int, "3000",
+             "Requests one client address may send per hour to the operations that need no "
+             "credential; 0 means no limit.", minimum=0),
     _setting("api.max_body_bytes", _as_int, "1048576",
              "Largest JSON request body accepted, in bytes; larger bodies get 413.", minimum=1024),
     _setting("gateway.key_cache_seconds", _as_float, "1",
@@ -193,6 +223,9 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("mail.smtp_starttls", _as_bool, "true", "Upgrade the SMTP connection with STARTTLS."),
     _setting("mail.smtp_timeout_seconds", _as_float, "10",
              "How long one SMTP exchange may take, in seconds.", minimum=0.1),
+    _setting("support.notification_address", _as_str, "support@fkod.example",
+             "Where mail about new support tickets and partner replies goes while a ticket "
+             "has no assigned admin."),
     _setting("idempotency.ttl_hours", _as_int, "24",
              "How long the response to a POST sent with an Idempotency-Key is replayed, "
              "in hours.", minimum=1),
@@ -200,6 +233,39 @@ SETTINGS: tuple[Setting, ...] = (
              "After this many seconds an unfinished request with an Idempotency-Key is "
              "considered abandoned, and a retry with the key runs the operation again.",
              minimum=1),
+    _setting("partners.invitation_ttl_seconds", _as_int, "604800",
+             "How long a mailed invitation to join a partner's team can be accepted, in "
+             "seconds.", minimum=3600, maximum=2592000),
+    _setting("verification.max_document_bytes", _as_int, "10485760",
+             "Largest verification document a partner may upload, in bytes; larger files get "
+             "413.", minimum=1024, maximum=104857600),
+    _setting("storage.backend", _as_str, "local",
+             "Where verification documents are kept: local files in storage.local_directory, "
+             "or an S3-compatible object store.", choices=("local", "s3")),
+    _setting("storage.local_directory", _as_str, "var/documents",
+             "Directory of the local document store, created on first use; a relative path is "
+             "resolved against the working directory at start-up. It must be outside the fkod "
+             "package, so no static route can ever serve it."),
+    _setting("storage.s3_endpoint_url", _as_str, "",
+             "URL of the S3-compatible server, such as http://127.0.0.1:9000; empty means "
+             "Amazon S3's endpoint for s3_region."),
+    _setting("storage.s3_bucket", _as_str, "",
+             "Bucket of the s3 document store; required when storage.backend = s3."),
+    _setting("storage.s3_region", _as_str, "us-east-1", "Region of the s3 document store."),
+    _setting("storage.s3_key_prefix", _as_str, "verification-documents/",
+             "Prefix of every object key the s3 document store writes."),
+    _setting("storage.s3_addressing_style", _as_str, "auto",
+             "How the bucket is named in request URLs: path (most S3-compatible servers), "
+             "virtual (a host name per bucket) or auto (boto3 decides).",
+             choices=("auto", "path", "virtual")),
+    _setting("storage.s3_access_key_id", _as_str, "",
+             "Access key id of the s3 document store; empty means boto3's own credential "
+             "chain (AWS_* environment variables, shared files, instance role).", secret=True),
+    _setting("storage.s3_secret_access_key", _as_str, "",
+             "Secret access key that goes with storage.s3_access_key_id.", secret=True),
+    _setting("storage.s3_timeout_seconds", _as_float, "10",
+             "How long one request to the s3 document store may wait to connect, and then "
+             "for each read, in seconds.", minimum=0.1),
     _setting("plugins.disabled", _as_list, "",
              "Names of plugins not to load, separated by spaces or commas."),
     _setting("plugins.state_cache_seconds", _as_float, "1",

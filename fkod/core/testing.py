@@ -37,6 +37,7 @@ def make_settings(tmp_path: Path, db_url: str | None = None, **overrides) -> dic
         "fkod.metering.flush_interval_ms": "50",
         # Outgoing mail stays in registry["mailer"].outbox for tests to read.
         "fkod.mail.backend": "memory",
+        "fkod.storage.local_directory": str(tmp_path / "documents"),
         # Cheap password hashing keeps sign-up and login fast in tests.
         "fkod.auth.argon2_time_cost": "1",
         "fkod.auth.argon2_memory_kib": "64",

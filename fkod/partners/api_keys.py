@@ -15,7 +15,7 @@ import logging
 
 import sqlalchemy as sa
 
-from fkod.core import versions
+from fkod.core import audit, versions
 from fkod.core.auth.apikeys import generate_key
 from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.db import utcnow
@@ -91,6 +91,10 @@ def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
     )
     request.dbsession.add(key)
     request.dbsession.flush()
+    audit.record(request, "api_key.created", partner_id=partner.id, target_type="api_key",
+                 target_id=f"key_{key.id}", details={
+                     "key_name": key.key_name, "key_prefix": prefix, "mode": key.mode,
+                     "scopes": scopes})
     log.info("api key created", extra={"partner_id": partner.id, "key_id": key.id,
                                         "key_prefix": prefix, "user_id": request.user.id})
     return key, secret
@@ -140,6 +144,9 @@ def update_api_key(request, key_id: int, data: dict) -> ApiKey:
     if changed:
         key.updated_at = utcnow()
         forget_cached(request, key)
+        audit.record(request, "api_key.updated", partner_id=key.partner_id,
+                     target_type="api_key", target_id=f"key_{key.id}",
+                     details={"key_prefix": key.key_prefix, "fields": changed})
         log.info("api key updated", extra={"partner_id": key.partner_id, "key_id": key.id,
                                             "fields": changed, "user_id": request.user.id})
     return key
@@ -156,6 +163,9 @@ def revoke_api_key(request, key_id: int) -> ApiKey:
         if key.previous_key_hash is not None:
             key.previous_key_expires_at = now
         forget_cached(request, key)
+        audit.record(request, "api_key.revoked", partner_id=key.partner_id,
+                     target_type="api_key", target_id=f"key_{key.id}",
+                     details={"key_prefix": key.key_prefix})
         log.info("api key revoked", extra={"partner_id": key.partner_id, "key_id": key.id,
                                             "user_id": request.user.id})
     return key
@@ -180,6 +190,10 @@ def rotate_api_key(request, key_id: int, grace_seconds: int) -> tuple[ApiKey, st
     key.key_prefix = prefix
     key.updated_at = now
     forget_cached(request, key)
+    audit.record(request, "api_key.rotated", partner_id=key.partner_id, target_type="api_key",
+                 target_id=f"key_{key.id}", details={
+                     "key_prefix": prefix, "previous_key_prefix": key.previous_key_prefix,
+                     "grace_period_seconds": grace_seconds})
     log.info("api key rotated", extra={"partner_id": key.partner_id, "key_id": key.id,
                                         "grace_seconds": grace_seconds,
                                         "user_id": request.user.id})
@@ -207,6 +221,8 @@ def test_api_key(request, key_id: int, secret: str | None) -> dict:
         result["secret_matches"] = digest == key.key_hash or in_grace
 
     plan = request.partner.plan or _default_plan(request)
+    # The limits the gateway applies: an admin's overrides replace the plan's.
+    plan = policy.with_overrides(plan, request.partner.rate_limit_overrides)
     windows = []
     limiter = request.registry["rate_limiter"]
     for check in policy.limit_checks(key, plan):

@@ -16,6 +16,7 @@ import logging
 
 import sqlalchemy as sa
 
+from fkod.core import audit
 from fkod.core.auth.models import Partner
 from fkod.core.billing.models import Plan, RateLimitBoost
 from fkod.core.db import utcnow
@@ -29,6 +30,7 @@ from fkod.core.ratelimit.policy import (
     plan_checks,
     plan_is_limited,
     policy_for,
+    with_overrides,
 )
 from fkod.partners.services import require_live_mode_allowed
 
@@ -117,8 +119,12 @@ def create_boost(request, partner: Partner, data: dict) -> RateLimitBoost:
     session.add(boost)
     session.flush()
 
-    # TODO: the audit log should record boost creation once its table
-    # exists. Until then this log line is the only record besides the row.
+    audit.record(request, "rate_limit_boost.created", partner_id=partner.id,
+                 target_type="rate_limit_boost", target_id=f"boost_{boost.id}", details={
+                     "mode": mode, "extra_requests_per_hour": boost.extra_requests_per_hour,
+                     "extra_requests_per_day": boost.extra_requests_per_day,
+                     "duration_hours": data["duration_hours"],
+                     "ends_at": boost.ends_at.isoformat(timespec="seconds") + "Z"})
     log.info("rate limit boost created", extra={
         "partner_id": partner.id, "user_id": request.user.id, "boost_id": boost.id,
         "mode": mode, "extra_requests_per_hour": boost.extra_requests_per_hour,
@@ -161,8 +167,9 @@ def cancel_boost(request, partner: Partner, boost_id: int) -> RateLimitBoost:
 
     boost.cancelled_at = now
     session.flush()
-    # TODO: the audit log should record boost cancellation once its table
-    # exists. Until then this log line is the only record of who cancelled it.
+    audit.record(request, "rate_limit_boost.cancelled", partner_id=partner.id,
+                 target_type="rate_limit_boost", target_id=f"boost_{boost.id}",
+                 details={"mode": "live" if boost.livemode else "test"})
     log.info("rate limit boost cancelled", extra={
         "partner_id": partner.id, "user_id": request.user.id, "boost_id": boost.id,
         "mode": "live" if boost.livemode else "test",
@@ -187,6 +194,8 @@ def current_limits(request, partner: Partner) -> dict:
     the rate limiter is unreachable.
     """
     plan = partner_plan(request, partner)
+    # The windows use the limits the gateway applies: an admin's overrides replace the plan's.
+    limited_plan = with_overrides(plan, partner.rate_limit_overrides)
     policy = policy_for(request.registry)
     limiter = request.registry["rate_limiter"]
     session = request.dbsession
@@ -195,7 +204,7 @@ def current_limits(request, partner: Partner) -> dict:
     for mode in MODES:
         boost = active_boost(session, partner.id, mode == "live")
         named_checks = [("plan", name, check)
-                        for name, check in plan_checks(partner.id, mode, plan, boost)]
+                        for name, check in plan_checks(partner.id, mode, limited_plan, boost)]
         named_checks += [("endpoint", endpoint.route, endpoint_check(partner.id, mode, endpoint))
                          for endpoint in policy.endpoint_limits.values()]
 

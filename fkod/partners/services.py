@@ -12,6 +12,8 @@ import unicodedata
 
 import sqlalchemy as sa
 
+from fkod.core import audit
+from fkod.core.auth.account_mail import send_email_verification
 from fkod.core.auth.models import PLATFORM_NAMESPACE, Partner, PartnerMember, User
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
@@ -35,7 +37,10 @@ def _slug(text: str) -> str:
 
 
 def register_partner(request, data: dict) -> tuple[Partner, User]:
-    """Create the owner user, the partner and the owner membership; emit partner.created."""
+    """Create the owner user, the partner and the owner membership; emit partner.created.
+
+    The sign-up is audited and the owner's email gets a verification link.
+    """
     session = request.dbsession
     email = data.pop("email")
     password = data.pop("password")
@@ -66,6 +71,11 @@ def register_partner(request, data: dict) -> tuple[Partner, User]:
 
     publish(request, "partner.created", partner_event_data(partner), livemode=True,
             partner_ids=[partner.id])
+    # The new owner is the actor of the audit entry.
+    request.user = user
+    audit.record(request, "partner.registered", partner_id=partner.id, target_type="partner",
+                 target_id=f"partner_{partner.id}")
+    send_email_verification(request, user, user.email)
     log.info("partner registered", extra={"partner_id": partner.id, "user_id": user.id})
     return partner, user
 

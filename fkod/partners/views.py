@@ -66,3 +66,7 @@ def includeme(config):
     config.include("fkod.partners.api_key_views")
     config.include("fkod.partners.usage_views")
     config.include("fkod.partners.limits_views")
+    config.include("fkod.partners.member_views")
+    config.include("fkod.partners.verification_views")
+    config.include("fkod.partners.data_rights_views")
+    config.include("fkod.partners.ticket_views")

@@ -18,7 +18,8 @@ import webtest
 from cornice.service import get_services
 from pyramid.interfaces import IRoutesMapper
 
-from fkod.core.api import AUTH_API_KEY, AUTH_KINDS, AUTH_MEMBER, AUTH_NONE
+from fkod.admin.testing import admin_login, create_admin
+from fkod.core.api import AUTH_ADMIN, AUTH_API_KEY, AUTH_KINDS, AUTH_MEMBER, AUTH_NONE, AUTH_USER
 from fkod.core.auth.scopes import SCOPES
 from fkod.core.db import read_only, run_in_transaction
 from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
@@ -82,18 +83,24 @@ class RegisteredOperation:
 
 @dataclasses.dataclass
 class World:
-    """A partner with a login token, an all-scope test key, a user, a course and a mentor."""
+    """A partner with a login token, an all-scope test key, a user, a course and a mentor.
+
+    ``admin_token`` belongs to a superadmin, for the admin API.
+    """
 
     email: str
     token: str
+    admin_token: str
     key: str
     user_id: str
     course_id: str
     mentor_id: str
 
     def headers_for(self, auth: str) -> dict:
-        if auth == AUTH_MEMBER:
+        if auth in (AUTH_MEMBER, AUTH_USER):
             return auth_header(self.token)
+        if auth == AUTH_ADMIN:
+            return auth_header(self.admin_token)
         if auth == AUTH_API_KEY:
             return auth_header(self.key)
         return {}
@@ -200,7 +207,8 @@ def make_world(client: TestClient, app) -> World:
                                 headers=key_headers, status=201).json
     course = client.web.post_json("/api/v1/courses", {"title": "Design Thinking"},
                                   headers=key_headers, status=201).json
-    return World(email=email, token=token, key=key, user_id=user["id"],
+    admin_token = admin_login(client, create_admin(app)["email"])
+    return World(email=email, token=token, admin_token=admin_token, key=key, user_id=user["id"],
                  course_id=course["id"], mentor_id=insert_mentor(app))
 
 

@@ -1,8 +1,11 @@
 """Access tokens: JWTs signed with an EC P-256 key (ES256) that has a key id.
 
 The public key is published at ``/.well-known/jwks.json``. Login tokens carry
-``sub`` (the user), ``email``, ``company``, ``scopes``, ``iat`` and ``exp``,
-plus ``partner_id`` and ``role`` when the user acts for a partner.
+``sub`` (the user), ``email``, ``company``, ``scopes``, ``jti``, ``iat`` and
+``exp``, plus ``partner_id`` and ``role`` when the user acts for a partner.
+Logout revokes one ``jti``; a password change, a reset or "log out
+everywhere" refuses every token with an ``iat`` before
+``User.tokens_valid_after`` (see :mod:`fkod.core.auth.security`).
 """
 
 from __future__ import annotations
@@ -39,9 +42,18 @@ class TokenSigner:
         self.ttl_seconds = ttl_seconds
 
     def issue(self, claims: dict, *, audience: str = LOGIN_AUDIENCE,
-              ttl_seconds: int | None = None) -> tuple[str, int]:
-        """Return a signed token with the standard claims added, and its lifetime in seconds."""
+              ttl_seconds: int | None = None,
+              min_issued_at: int | None = None) -> tuple[str, int]:
+        """Return a signed token with the standard claims added, and its lifetime in seconds.
+
+        ``min_issued_at`` (Unix seconds) raises ``iat`` to at least that moment.
+        A user's tokens issued before ``User.tokens_valid_after`` are refused,
+        and that moment is rounded up to a whole second, so a token issued in
+        the same second after a revocation must carry the later ``iat``.
+        """
         now = int(time.time())
+        if min_issued_at is not None:
+            now = max(now, min_issued_at)
         ttl = ttl_seconds or self.ttl_seconds
         payload = {
             "iss": self.issuer,

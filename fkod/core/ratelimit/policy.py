@@ -1,10 +1,12 @@
 """Which rate-limit windows apply to a gateway call, and the headers that report them.
 
 A plan's hourly and daily windows are shared by every key of a partner in one
-mode (live or test counted apart). An active boost raises both plan limits by
-its extra amounts. Each route named in ``fkod.ratelimit.endpoint_limits`` adds
-a window of its own for the partner and mode, and a key's own ``rate_limit``
-and ``rate_limit_window`` add one more window for that key alone. All windows
+mode (live or test counted apart). An admin's ``Partner.rate_limit_overrides``
+replace the plan's hourly or daily limit for that partner. An active boost
+raises both plan limits by its extra amounts. Each route named in
+``fkod.ratelimit.endpoint_limits`` adds a window of its own for the partner
+and mode, and a key's own ``rate_limit`` and ``rate_limit_window`` add one
+more window for that key alone. All windows
 are checked at once and a rejected call counts in none of them.
 
 Counters are keyed by partner and mode, never by plan, so after a plan change
@@ -25,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 import sqlalchemy as sa
 from pyramid.events import ApplicationCreated
 
+from fkod.core.auth.keycache import PlanSnapshot
+from fkod.core.auth.models import Partner
 from fkod.core.billing.models import RateLimitBoost
 from fkod.core.db import utcnow
 from fkod.core.errors import RateLimited, ServiceUnavailable
@@ -53,6 +57,8 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # boost created or cancelled through another process applies within 1 s.
 BOOST_CACHE_SECONDS = 1.0
 MAX_CACHED_BOOSTS = 10_000
+# Likewise for a partner's rate-limit overrides set by an admin.
+OVERRIDE_CACHE_SECONDS = 1.0
 # While the limiter stays unavailable, the outage warning repeats this often.
 OUTAGE_LOG_INTERVAL_SECONDS = 60.0
 
@@ -330,6 +336,64 @@ def _still_active(boost: ActiveBoost | None) -> ActiveBoost | None:
     return boost
 
 
+# Admin overrides ----------------------------------------------------------------
+
+
+def with_overrides(plan, overrides: Mapping | None):
+    """Return ``plan`` with a partner's overrides in place of its hourly and daily limits.
+
+    ``overrides`` is ``Partner.rate_limit_overrides``: ``{"hourly": n, "daily": n}``,
+    where a missing or null window keeps the plan's limit. Returns ``plan``
+    itself when nothing is overridden, otherwise a PlanSnapshot.
+    """
+    overrides = overrides or {}
+    hourly = overrides.get("hourly")
+    daily = overrides.get("daily")
+    if hourly is None and daily is None:
+        return plan
+    if hourly is None:
+        hourly = getattr(plan, "requests_per_hour", None)
+    if daily is None:
+        daily = getattr(plan, "requests_per_day", None)
+    return PlanSnapshot(id=getattr(plan, "id", None), code=getattr(plan, "code", None),
+                        requests_per_hour=hourly, requests_per_day=daily)
+
+
+class OverrideCache:
+    """Per-process cache of each partner's rate-limit overrides, trusted for ``ttl_seconds``.
+
+    ``forget`` drops one entry, so the process that changed the overrides
+    applies them at once; other processes do within ``ttl_seconds``.
+    """
+
+    def __init__(self, ttl_seconds: float = OVERRIDE_CACHE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[int, tuple[float, dict | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session, partner_id: int) -> dict | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(partner_id)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+
+        overrides = session.scalar(
+            sa.select(Partner.rate_limit_overrides).where(Partner.id == partner_id))
+        if self._ttl > 0:
+            with self._lock:
+                if len(self._entries) >= MAX_CACHED_BOOSTS:
+                    self._entries.clear()
+                self._entries[partner_id] = (now + self._ttl, overrides)
+        return overrides
+
+    def forget(self, partner_id: int) -> None:
+        with self._lock:
+            self._entries.pop(partner_id, None)
+
+
 # Outages ----------------------------------------------------------------------
 
 
@@ -393,10 +457,12 @@ class RateLimitPolicy:
 
     def __init__(self, *, endpoint_limits: EndpointLimits, fail_open: bool,
                  boosts: ActiveBoostCache | None = None,
-                 outages: OutageLog | None = None) -> None:
+                 outages: OutageLog | None = None,
+                 overrides: OverrideCache | None = None) -> None:
         self.endpoint_limits = dict(endpoint_limits)
         self.fail_open = fail_open
         self.boosts = boosts or ActiveBoostCache()
+        self.overrides = overrides or OverrideCache()
         self.outages = outages or OutageLog()
 
     @classmethod
@@ -433,6 +499,7 @@ def enforce(request, key, plan) -> RateLimitDecision | None:
     ServiceUnavailable (503 with Retry-After).
     """
     policy = policy_for(request.registry)
+    plan = with_overrides(plan, policy.overrides.get(request.dbsession, key.partner_id))
     boost = None
     if plan_is_limited(plan):
         boost = policy.boosts.get(request.dbsession, key.partner_id, key.livemode)

@@ -1,9 +1,10 @@
-"""Built-in plugin: the partner.* and integration.* event types."""
+"""Built-in plugin: the partner.*, integration.* and support.* event types."""
 
 from __future__ import annotations
 
 from fkod.core.hookspecs import hookimpl
 from fkod.core.webhooks.catalog import EventType
+from fkod.partners.ticket_schemas import SUPPORT_EVENT_TYPES
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _TIMESTAMP = {"type": "string", "format": "date-time"}
@@ -107,4 +108,5 @@ def fkod_register_event_types():
                   INSTALL_DATA_SCHEMA,
                   {"integration": INTEGRATION_SAMPLE, "user_id": "user_123",
                    "installed_at": "2026-06-05T10:00:00Z"}),
+        *SUPPORT_EVENT_TYPES,
     ]
