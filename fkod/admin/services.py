@@ -14,6 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from fkod.core import audit
+from fkod.core.auth.accounts import (
+    check_login_allowed,
+    count_login_failure,
+    forget_login_failures,
+)
 from fkod.core.api import Page, encode_cursor
 from fkod.core.audit import AuditEntry
 from fkod.core.auth.models import AdminUser, ApiKey, Partner, PartnerMember
@@ -43,6 +48,10 @@ def log_in(request, email: str, password: str) -> AdminUser | None:
     named, if any, but never the email text of an unknown account, because
     that text may be a password typed into the wrong field.
     """
+    # Failed logins count per admin account as they do for partner accounts,
+    # in a separate bucket.
+    throttle_key = "admin:" + email.strip().lower()
+    check_login_allowed(request, throttle_key)
     admin = request.dbsession.scalar(
         sa.select(AdminUser).where(AdminUser.email == email.strip().lower()))
     passwords = request.registry["password_hasher"]
@@ -58,7 +67,10 @@ def log_in(request, email: str, password: str) -> AdminUser | None:
                      target_type="admin_user" if target_id else None, target_id=target_id,
                      details={"reason": reason})
         log.info("admin login failed", extra={"reason": reason, "target_id": target_id})
+        count_login_failure(request, throttle_key)
         return None
+
+    forget_login_failures(request, throttle_key)
 
     if passwords.needs_rehash(admin.password_hash):
         admin.password_hash = passwords.hash(password)

@@ -67,7 +67,7 @@ def _detail(request, partner_row):
 
 @operation(login, "POST", summary="Exchange an admin's email and password for an admin token",
            auth=AUTH_NONE, body=schemas.AdminLoginBody, response=schemas.AdminLoginResponse,
-           no_store=True, errors=((401, "invalid_credentials"),))
+           no_store=True, errors=((401, "invalid_credentials"), (429, "too_many_failed_logins")))
 def post_login(request):
     data = request.validated
     admin = services.log_in(request, data["email"], data["password"])

@@ -79,6 +79,8 @@ def _log_request(request, response) -> None:
     if route in SECRET_PATH_ROUTES:
         # The path holds a bearer token; the route pattern tells what ran.
         path = route
+    # Escaped, so a %0a in a URL cannot start a forged line in the log.
+    path = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in path)
     log.info(
         "%s %s %s %dms",
         request.method,

@@ -203,6 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("webhooks.signature_tolerance_seconds", _as_int, "300",
              "How far a signature timestamp may be from the current time, either way, for "
              "the verify endpoint, in seconds.", minimum=1, maximum=86400),
+    _setting("webhooks.test_sends_per_minute", _as_int, "10",
+             "How many test events one partner may send in a minute; each holds a request "
+             "thread until the receiver answers.", minimum=1),
     _setting("webhooks.max_backoff_seconds", _as_int, "86400",
              "Upper bound of the delay between two delivery attempts, in seconds.", minimum=1),
     _setting("webhooks.sweep_interval_seconds", _as_int, "15",

@@ -122,7 +122,8 @@ def delete_webhook(request):
                                  "the response", auth=AUTH_MEMBER,
            permission="webhooks:write", body=schemas.SendTestEventBody,
            response=schemas.WebhookTestResultSchema,
-           errors=(*NOT_FOUND, (400, "invalid_event_type"), (409, "no_event_type")))
+           errors=(*NOT_FOUND, (400, "invalid_event_type"), (409, "no_event_type"),
+                   (429, "rate_limited")))
 def send_test_event(request):
     return webhooks.send_test_event(request, _webhook_id(request),
                                     request.validated.get("event_type"))

@@ -21,8 +21,9 @@ from sqlalchemy import orm
 from fkod.core import audit, jsonutil
 from fkod.core.auth.models import Partner
 from fkod.core.db import utcnow
-from fkod.core.errors import Conflict, NotFound, ValidationFailed, field_error
+from fkod.core.errors import Conflict, NotFound, RateLimited, ValidationFailed, field_error
 from fkod.core.ids import public_id
+from fkod.core.ratelimit import LimitCheck, RateLimiterUnavailable
 from fkod.core.webhooks import signing
 from fkod.core.webhooks.catalog import EVENT_NAME, EVENT_PATTERN, pattern_matches
 from fkod.core.webhooks.delivery import RESERVED_HEADERS
@@ -287,6 +288,25 @@ def _test_event_type(request, webhook: Webhook, name: str | None):
                            errors=[field_error("body", "event_type", f"{name!r} {problem}")])
 
 
+def _limit_test_sends(request, partner_id: int) -> None:
+    """Raise 429 when the partner has sent its allowance of test events this minute.
+
+    A test event waits for the receiver inside the request, so without a limit a
+    slow receiver could hold many request threads at once.
+    """
+    check = LimitCheck(f"webhook-tests:{partner_id}",
+                       request.registry.settings["fkod.webhooks.test_sends_per_minute"], 60)
+    try:
+        decision = request.registry["rate_limiter"].hit([check])
+    except RateLimiterUnavailable:
+        log.warning("webhook test sends not limited: the rate limiter is unavailable")
+        return
+    if not decision.allowed:
+        raise RateLimited(
+            f"Too many test events this minute; retry in {decision.retry_after} seconds.",
+            code="rate_limited", retry_after=decision.retry_after)
+
+
 def send_test_event(request, webhook_id: int, event_type: str | None) -> dict:
     """POST a signed sample event to the endpoint now and report the receiver's response.
 
@@ -296,6 +316,7 @@ def send_test_event(request, webhook_id: int, event_type: str | None) -> dict:
     webhook = get_webhook(request, webhook_id)
     chosen = _test_event_type(request, webhook, event_type)
     settings = request.registry.settings
+    _limit_test_sends(request, webhook.partner_id)
     event_id = new_event_id()
     body = jsonutil.dumps(build_payload(event_id, chosen.name, chosen.sample,
                                         request.request_id, int(time.time())))

@@ -21,7 +21,7 @@ from fkod.core.audit import AuditEntry
 from fkod.core.auth.tokens import LOGIN_AUDIENCE
 from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
-from fkod.core.testing import auth_header
+from fkod.core.testing import TestClient, auth_header
 from tests.envelope import assert_envelope
 
 LOGIN = "/api/admin/auth/login"
@@ -136,6 +136,35 @@ def test_wrong_password_rejected_and_audited(client, app):
     assert entry.details == {"reason": "wrong_password"}
     assert entry.actor_type == "system"
     assert audit_entries(app, "admin.login") == []
+
+
+def test_repeated_failures_lock_admin_login(app_factory):
+    client = TestClient(app_factory(**{"fkod.auth.login_failures_per_account": "3"}))
+    admin = create_admin(client.app)
+    for _ in range(3):
+        client.web.post_json(LOGIN, {"email": admin["email"], "password": "wrong guess"},
+                             status=401)
+
+    response = client.web.post_json(
+        LOGIN, {"email": admin["email"], "password": ADMIN_TEST_PASSWORD}, status=429)
+
+    assert_envelope(response, 429, "too_many_failed_logins")
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_admin_success_clears_failures(app_factory):
+    client = TestClient(app_factory(**{"fkod.auth.login_failures_per_account": "3"}))
+    admin = create_admin(client.app)
+    for _ in range(2):
+        client.web.post_json(LOGIN, {"email": admin["email"], "password": "wrong guess"},
+                             status=401)
+    admin_login(client, admin["email"])
+
+    for _ in range(2):
+        client.web.post_json(LOGIN, {"email": admin["email"], "password": "wrong guess"},
+                             status=401)
+
+    assert admin_login(client, admin["email"])
 
 
 def test_unknown_email_audited_without_email(client, app):

@@ -157,6 +157,32 @@ def test_reset_token_single_use(client, owner):
     assert client.login(owner["email"], NEW_PASSWORD)
 
 
+def test_reset_ends_other_reset_links(client, owner):
+    request_reset(client, owner["email"])
+    request_reset(client, owner["email"])
+    first = reset_token(client, owner["email"], count=1)
+    second = reset_token(client, owner["email"], count=2)
+    confirm_reset(client, first)
+
+    response = confirm_reset(client, second, "yet another passphrase", status=400)
+
+    assert_envelope(response, 400, "invalid_token")
+    assert client.login(owner["email"], NEW_PASSWORD)
+
+
+def test_password_change_ends_reset_links(client, owner):
+    request_reset(client, owner["email"])
+    token = reset_token(client, owner["email"])
+    client.web.post_json("/api/auth/password",
+                         {"current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD},
+                         headers=auth_header(owner["token"]))
+
+    response = confirm_reset(client, token, "yet another passphrase", status=400)
+
+    assert_envelope(response, 400, "invalid_token")
+    assert client.login(owner["email"], NEW_PASSWORD)
+
+
 def test_reset_token_expires(client, app, owner):
     request_reset(client, owner["email"])
     token = reset_token(client, owner["email"])

@@ -50,7 +50,8 @@ def set_up(client, token: str) -> dict:
 
 
 def enable(client, token: str, value: str, status: int = 200):
-    return client.web.post_json("/api/auth/totp/enable", {"code": value},
+    return client.web.post_json("/api/auth/totp/enable",
+                                {"password": TEST_PASSWORD, "code": value},
                                 headers=auth_header(token), status=status)
 
 
@@ -138,11 +139,12 @@ def test_enable_twice_conflicts(client, enabled):
 
 
 @pytest.mark.parametrize("body,field", [
-    ({}, "code"),
-    ({"code": 123456}, "code"),
-    ({"code": "12345"}, "code"),
-    ({"code": "abcdef"}, "code"),
-    ({"code": "123456", "secret": "x"}, "secret"),
+    ({"password": TEST_PASSWORD}, "code"),
+    ({"password": TEST_PASSWORD, "code": 123456}, "code"),
+    ({"password": TEST_PASSWORD, "code": "12345"}, "code"),
+    ({"password": TEST_PASSWORD, "code": "abcdef"}, "code"),
+    ({"code": "123456"}, "password"),
+    ({"password": TEST_PASSWORD, "code": "123456", "secret": "x"}, "secret"),
 ])
 def test_enable_bad_input_rejected(client, owner, body, field):
     set_up(client, owner["token"])
@@ -152,6 +154,19 @@ def test_enable_bad_input_rejected(client, owner, body, field):
 
     body = assert_envelope(response, 400, "validation_failed")
     assert [error["name"] for error in body["errors"]] == [field]
+
+
+def test_enable_needs_password(client, owner, app):
+    secret = set_up(client, owner["token"])["secret"]
+
+    response = client.web.post_json(
+        "/api/auth/totp/enable", {"password": "not the password", "code": code(secret)},
+        headers=auth_header(owner["token"]), status=400)
+
+    body = assert_envelope(response, 400, "invalid_password")
+    assert [error["name"] for error in body["errors"]] == ["password"]
+    me = client.web.get("/api/auth/me", headers=auth_header(owner["token"])).json
+    assert me["totp_enabled"] is False
 
 
 def test_setup_rejects_fields(client, owner):

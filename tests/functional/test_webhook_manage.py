@@ -530,6 +530,25 @@ def test_test_event_signed_and_reported(client, app, owner, make_receiver):
     StandardWebhook(created["secret"]).verify(request.body, request.header_dict())
 
 
+def test_test_events_limited_per_partner(app_factory, make_receiver):
+    client = TestClient(app_factory(**{"fkod.webhooks.test_sends_per_minute": "2"}))
+    owner = register(client)
+    receiver = make_receiver(200)
+    created = create_webhook(client, owner, url=receiver.url)
+    for _ in range(2):
+        client.web.post_json(webhook_path(created, "/test"), {}, headers=owner.headers)
+
+    response = client.web.post_json(webhook_path(created, "/test"), {},
+                                    headers=owner.headers, status=429)
+
+    assert_envelope(response, 429, "rate_limited")
+    assert int(response.headers["Retry-After"]) > 0
+    assert len(receiver) == 2
+    other = register(client)
+    other_webhook = create_webhook(client, other, url=receiver.url)
+    client.web.post_json(webhook_path(other_webhook, "/test"), {}, headers=other.headers)
+
+
 def test_test_event_stores_nothing(client, app, owner, make_receiver):
     receiver = make_receiver(200)
     created = create_webhook(client, owner, url=receiver.url, event_types=["user.created"])

@@ -120,6 +120,8 @@ class ChangeEmailBody(BodySchema):
 
 
 class TotpEnableBody(BodySchema):
+    # The password too, so a stolen session alone cannot lock the owner out.
+    password = current_password_field()
     code = totp_code_field()
 
 
@@ -248,10 +250,11 @@ def post_totp_setup(request):
 
 @operation(totp_enable, "POST", summary="Turn two-factor authentication on with a code",
            auth=AUTH_USER, body=TotpEnableBody, response=AccountResponse, no_store=True,
-           errors=((400, "invalid_totp_code"), (409, "totp_not_set_up"),
-                   (409, "totp_already_enabled")))
+           errors=((400, "invalid_password"), (400, "invalid_totp_code"),
+                   (409, "totp_not_set_up"), (409, "totp_already_enabled")))
 def post_totp_enable(request):
-    user = accounts.enable_totp(request, request.validated["code"])
+    user = accounts.enable_totp(request, password=request.validated["password"],
+                                code=request.validated["code"])
     return accounts.account_summary(request, user)
 
 

@@ -266,6 +266,13 @@ def set_password(request, user: User, new_password: str) -> None:
     user.password_hash = request.registry["password_hasher"].hash(new_password)
     user.password_changed_at = now
     user.tokens_valid_after = revocation_moment()
+    # Reset links mailed before this change must not set another password later.
+    request.dbsession.execute(
+        sa.update(UserToken)
+        .where(UserToken.user_id == user.id, UserToken.purpose == "password_reset",
+               UserToken.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False))
     send_after_commit(
         request, to=user.email, subject="Your F-KOD password was changed",
         body=("The password of your F-KOD account was changed, and every session that "
@@ -321,14 +328,19 @@ def start_totp_setup(request) -> dict:
             "otpauth_uri": totp.provisioning_uri(secret, account=user.email, issuer=issuer)}
 
 
-def enable_totp(request, code: str) -> User:
-    """Turn the second factor on once a code proves the authenticator has the secret."""
+def enable_totp(request, *, password: str, code: str) -> User:
+    """Turn the second factor on once a code proves the authenticator has the secret.
+
+    The password is asked again, so a stolen session alone cannot lock the
+    owner out of the account.
+    """
     user = request.user
     if user.totp_enabled_at is not None:
         raise Conflict("Two-factor authentication is already on.", code="totp_already_enabled")
     if user.totp_secret is None:
         raise Conflict("Set up an authenticator first with POST /api/auth/totp/setup.",
                        code="totp_not_set_up")
+    check_password(request, user, password, "password")
     _check_totp(request, user, code)
     user.totp_enabled_at = utcnow()
     record_account_action(request, "auth.totp_enabled", user)
