@@ -77,7 +77,7 @@ def _log_request(request, response) -> None:
     route = request.matched_route.pattern if request.matched_route else None
     path = request.environ.get("PATH_INFO", "")
     if route in SECRET_PATH_ROUTES:
-        # The path holds a bearer token; the route pattern tells what ran.
+        # The path contains a bearer token, so the route pattern is logged instead.
         path = route
     # Escaped, so a %0a in a URL cannot start a forged line in the log.
     path = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in path)

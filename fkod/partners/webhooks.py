@@ -26,7 +26,11 @@ from fkod.core.ids import public_id
 from fkod.core.ratelimit import LimitCheck, RateLimiterUnavailable
 from fkod.core.webhooks import signing
 from fkod.core.webhooks.catalog import EVENT_NAME, EVENT_PATTERN, pattern_matches
-from fkod.core.webhooks.delivery import RESERVED_HEADERS
+from fkod.core.webhooks.delivery import (
+    RESERVED_HEADERS,
+    previous_secret_active,
+    signing_secret_tokens,
+)
 from fkod.core.webhooks.http import post_webhook
 from fkod.core.webhooks.models import Event, Webhook, WebhookAttempt, WebhookEvent
 from fkod.core.webhooks.outbox import DELIVER_ACTOR, build_payload, new_event_id
@@ -35,7 +39,8 @@ from fkod.partners.services import require_live_mode_allowed
 
 log = logging.getLogger(__name__)
 
-# The most deliveries one request enqueues. The sweeper enqueues the rest, because they are due.
+# The maximum number of deliveries one request enqueues. The sweeper enqueues
+# the rest, because they are due.
 MAX_ENQUEUED = 1000
 MAX_RECOVERY_DAYS = 30
 TEST_RESPONSE_CHARS = 1024
@@ -206,19 +211,10 @@ def delete_webhook(request, webhook_id: int) -> None:
 # Secrets ----------------------------------------------------------------------
 
 
-def _previous_secret_active(webhook: Webhook, now: dt.datetime) -> bool:
-    return (webhook.previous_secret_key is not None
-            and webhook.previous_secret_expires_at is not None
-            and webhook.previous_secret_expires_at > now)
-
-
 def signing_secrets(vault, webhook: Webhook, now: dt.datetime) -> list[str]:
     """Return the secrets a delivery is signed with: the replaced one while it overlaps, then
     the current one."""
-    secrets = [vault.decrypt(webhook.secret_key)]
-    if _previous_secret_active(webhook, now):
-        secrets.insert(0, vault.decrypt(webhook.previous_secret_key))
-    return secrets
+    return [vault.decrypt(token) for token in signing_secret_tokens(webhook, now)]
 
 
 def rotate_secret(request, webhook_id: int, overlap_seconds: int | None) -> tuple[Webhook, str]:
@@ -251,7 +247,7 @@ def reveal_secret(request, webhook_id: int) -> dict:
     webhook = get_webhook(request, webhook_id)
     vault = request.registry["webhook_vault"]
     previous = None
-    if _previous_secret_active(webhook, utcnow()):
+    if previous_secret_active(webhook, utcnow()):
         previous = vault.decrypt(webhook.previous_secret_key)
 
     _audit(request, "webhook.secret_revealed", webhook,

@@ -54,7 +54,7 @@ def backoff_seconds(attempts: int, retry_delay_seconds: int, max_backoff_seconds
                     *, rng: random.Random | None = None) -> int:
     """Delay before the next attempt after ``attempts`` failed ones.
 
-    The first retry waits exactly ``retry_delay_seconds``; each later one waits
+    The first retry waits exactly ``retry_delay_seconds``. Each later one waits
     twice as long as the one before, less a random part of up to a fifth when
     ``rng`` is given, so deliveries that failed together spread out. The result
     is capped at ``max_backoff_seconds``; the exponent is bounded first, so any
@@ -69,6 +69,25 @@ def backoff_seconds(attempts: int, retry_delay_seconds: int, max_backoff_seconds
         # delay, so delays never shrink.
         delay *= 1 - JITTER * rng.random()
     return min(math.ceil(delay), max_backoff_seconds)
+
+
+def previous_secret_active(endpoint, now: dt.datetime) -> bool:
+    """Return True while the secret replaced by the last rotation still signs deliveries."""
+    return (endpoint.previous_secret_key is not None
+            and endpoint.previous_secret_expires_at is not None
+            and endpoint.previous_secret_expires_at > now)
+
+
+def signing_secret_tokens(endpoint, now: dt.datetime) -> list[str]:
+    """Return the encrypted secrets that sign a delivery to ``endpoint`` now.
+
+    During a rotation's overlap the old secret signs first, then the new one.
+    ``endpoint`` is a Webhook or a row with the same secret columns.
+    """
+    tokens = [endpoint.secret_key]
+    if previous_secret_active(endpoint, now):
+        tokens.insert(0, endpoint.previous_secret_key)
+    return tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,11 +215,6 @@ class DeliveryWorker:
         if claimed is None:
             return None
 
-        # During a rotation's overlap the old secret signs first, then the new.
-        secret_tokens = [endpoint.secret_key]
-        if endpoint.previous_secret_key and endpoint.previous_secret_expires_at \
-                and endpoint.previous_secret_expires_at > now:
-            secret_tokens.insert(0, endpoint.previous_secret_key)
         return ClaimedDelivery(
             delivery_id=delivery_id,
             webhook_id=endpoint.id,
@@ -212,7 +226,7 @@ class DeliveryWorker:
             attempt_total=claimed.attempt_total,
             url=endpoint.url,
             custom_headers=dict(endpoint.headers or {}),
-            secret_tokens=tuple(secret_tokens),
+            secret_tokens=tuple(signing_secret_tokens(endpoint, now)),
             event_public_id=endpoint.public_id,
             event_type=claimed.event_type,
             payload=claimed.event_data,

@@ -33,8 +33,8 @@ class Webhook(Base):
     headers: Mapped[dict] = mapped_column(JSONType, default=dict)
     # active, paused (by the partner), disabled (by the platform, see
     # disabled_reason) or deleted. Only active endpoints receive new events and
-    # attempts; deliveries already queued wait while an endpoint is paused or
-    # disabled and resume when it is active again.
+    # attempts. Deliveries already queued wait while an endpoint is paused or
+    # disabled, and resume when it is active again.
     status: Mapped[str] = mapped_column(sa.String(20), default="active", server_default="active")
     retry_count: Mapped[int] = mapped_column(default=5, server_default="5")
     # Seconds before the first retry; later retries grow exponentially with jitter.

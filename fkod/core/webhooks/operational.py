@@ -1,4 +1,4 @@
-"""Operational event types: what the delivery engine tells partners about their endpoints.
+"""Operational event types: what the delivery engine reports to partners about their endpoints.
 
 They belong to the core, not to a plugin, so they are always available. A
 partner subscribes to them like any other type (``webhook.*``) on another
