@@ -286,9 +286,12 @@ def run_alembic(*args: str, environ: dict[str, str]) -> subprocess.CompletedProc
         [str(executable), *args],
         cwd=REPO_ROOT,
         env=environ,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=120,
+        # A run takes about a second; the margin is for a CI machine whose
+        # cores are busy with the other test processes.
+        timeout=600,
     )
 
 
