@@ -33,6 +33,7 @@ def main(global_config, **settings):
         config.include("fkod.core.health")
         config.include("fkod.partners.views")
         config.include("fkod.admin")
+        config.include("fkod.marketplace")
         config.include("fkod.core.plugins")
         app = config.make_wsgi_app()
 

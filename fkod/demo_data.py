@@ -49,7 +49,7 @@ def load_demo_data(session, settings: dict) -> str:
     partner = session.scalar(sa.select(Partner).where(Partner.user_id == user.id))
     if partner is None:
         starter = session.scalar(sa.select(Plan).where(Plan.code == "starter"))
-        partner = Partner(user_id=user.id, company_name="Demo Learning Co",
+        partner = Partner(user_id=user.id, company_name="Demo Learning Co", slug="demo",
                           company_website="https://demo.example", category="education",
                           contact_email=DEMO_EMAIL, status="active",
                           verification_status="verified", plan_id=starter.id if starter else None)

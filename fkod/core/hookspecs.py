@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pyramid.config import Configurator
 
     from fkod.core.auth.scopes import Scope
+    from fkod.core.integrations import InstallContext, IntegrationManifest
     from fkod.core.webhooks.catalog import EventType
 
 PROJECT = "fkod"
@@ -68,4 +69,51 @@ def fkod_include(config: Configurator) -> None:
 
     Called once in the app factory. Every route the plugin adds sits behind
     the plugin gate: while the plugin is disabled its routes answer 404.
+    """
+
+
+@hookspec
+def fkod_register_integrations() -> list[IntegrationManifest]:
+    """Contribute marketplace integrations.
+
+    :return: a list of :class:`fkod.core.integrations.IntegrationManifest`.
+
+    Called once at start-up. Each manifest is synced into the catalog and tied
+    to the partner whose slug is its ``publisher``; a new integration, or a new
+    version, waits for an admin's review unless the plugin is trusted. An
+    invalid manifest makes the plugin fail.
+    """
+
+
+@hookspec
+def fkod_integration_installed(install: InstallContext) -> None:
+    """React to a customer installing one of the plugin's integrations.
+
+    Called only for the plugin that ships the integration, inside the install
+    request and before it commits. Raise
+    :class:`fkod.core.integrations.IntegrationError` to refuse the install with
+    a message for the customer; any other exception refuses it too and is
+    logged as a fault of the plugin.
+    """
+
+
+@hookspec
+def fkod_integration_uninstalled(install: InstallContext) -> None:
+    """React to a customer uninstalling one of the plugin's integrations.
+
+    Called only for the plugin that ships the integration, after the
+    uninstall commits. Errors are logged; the uninstall stands.
+    """
+
+
+@hookspec
+def fkod_integration_event(install: InstallContext, event: dict) -> None:
+    """React to a platform event that reached an install of the plugin's integration.
+
+    :param event: the event envelope as webhooks carry it (``id``, ``type``,
+        ``created``, ``livemode``, ``data``).
+
+    Called by a background worker, at least once per install and event, for
+    the event types the integration lists and that concern the installing
+    customer. An exception is logged and the call is retried with backoff.
     """

@@ -21,6 +21,8 @@ class PluginState(Base):
     load_status: Mapped[str] = mapped_column(sa.String(20), default="loaded")
     load_error: Mapped[str | None] = mapped_column(sa.Text)
     version: Mapped[str | None] = mapped_column(sa.String(50))
+    # Updates to a trusted plugin's integration manifest are published without review.
+    trusted: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     updated_at: Mapped[dt.datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=sa.func.now()
     )

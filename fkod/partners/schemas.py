@@ -100,6 +100,7 @@ class PlanRefSchema(ResponseSchema):
 
 class PartnerSchema(ResponseSchema):
     id = PublicId("partner")
+    slug = fields.String()
     company_name = fields.String()
     company_website = fields.String()
     company_logo_url = fields.String()

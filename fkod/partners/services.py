@@ -33,6 +33,19 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:80] or "partner"
 
 
+def unique_partner_slug(session, company_name: str) -> str:
+    """Return a slug of the company name that no partner uses yet (``acme``, ``acme-2``…)."""
+    base = _slug(company_name)
+    taken = set(session.scalars(sa.select(Partner.slug).where(
+        sa.or_(Partner.slug == base, Partner.slug.like(f"{base}-%")))))
+    if base not in taken:
+        return base
+    number = 2
+    while f"{base}-{number}" in taken:
+        number += 1
+    return f"{base}-{number}"
+
+
 # Partners ---------------------------------------------------------------------
 
 
@@ -58,6 +71,7 @@ def register_partner(request, data: dict) -> tuple[Partner, User]:
     session.flush()
     default_plan = session.scalar(sa.select(Plan).where(Plan.is_default.is_(True)).limit(1))
     partner = Partner(user_id=user.id, status="pending", verification_status="unverified",
+                      slug=unique_partner_slug(session, data["company_name"]),
                       plan_id=default_plan.id if default_plan else None, **data)
     session.add(partner)
     session.flush()
@@ -65,7 +79,8 @@ def register_partner(request, data: dict) -> tuple[Partner, User]:
     try:
         session.flush()
     except sa.exc.IntegrityError:
-        # Two registrations with one email raced past the check above.
+        # Two registrations with one email (or one company slug) raced past
+        # the checks above.
         raise Conflict("An account with this email already exists; log in instead.",
                        code="email_taken") from None
 

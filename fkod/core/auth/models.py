@@ -83,6 +83,8 @@ class Partner(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     company_name: Mapped[str] = mapped_column(sa.String(255))
+    # Public handle in marketplace URLs and plugin manifests (``publisher``).
+    slug: Mapped[str | None] = mapped_column(sa.String(100), unique=True)
     company_website: Mapped[str | None] = mapped_column(sa.String(255))
     company_logo_url: Mapped[str | None] = mapped_column(sa.String(500))
     description: Mapped[str | None] = mapped_column(sa.Text)

@@ -14,6 +14,7 @@ PARTNER_DATA_SCHEMA = {
     "required": ["id", "company_name", "status", "verification_status"],
     "properties": {
         "id": {"type": "string", "pattern": "^partner_[0-9]+$"},
+        "slug": _NULLABLE_STRING,
         "company_name": {"type": "string"},
         "company_website": _NULLABLE_STRING,
         "company_logo_url": _NULLABLE_STRING,
@@ -33,6 +34,7 @@ PARTNER_DATA_SCHEMA = {
 
 PARTNER_SAMPLE = {
     "id": "partner_42",
+    "slug": "acme-learning",
     "company_name": "Acme Learning",
     "company_website": "https://acme.example",
     "company_logo_url": None,
