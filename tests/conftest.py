@@ -8,8 +8,11 @@ test process), the way production.ini configures them.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+import sys
+import textwrap
 
 import pytest
 
@@ -111,3 +114,32 @@ def make_receiver():
         receiver.close()
     for receiver in started:
         assert receiver.errors == [], f"receiver at {receiver.url} failed to handle a request"
+
+
+def install_plugin(tmp_path, distribution: str, entry_name: str, module: str, source: str):
+    """Install a plugin distribution the way pip does: a module plus a .dist-info folder."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{distribution}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[fkod.plugins]\n{entry_name} = {module}\n")
+    return site
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    """Put installed test plugins on sys.path for the test only."""
+    added = []
+
+    def add(*args):
+        site = install_plugin(tmp_path, *args)
+        if str(site) not in sys.path:
+            monkeypatch.syspath_prepend(str(site))
+        added.append(args[2])
+        importlib.invalidate_caches()
+
+    yield add
+    for module in added:
+        sys.modules.pop(module, None)
