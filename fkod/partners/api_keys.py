@@ -75,7 +75,7 @@ def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
     from fkod.partners.services import require_live_mode_allowed
 
     scopes = check_scopes(request, data["scopes"])
-    require_live_mode_allowed(partner, data["mode"], "API keys")
+    require_live_mode_allowed(partner, data["mode"], "API keys", request.user)
     expires_at = check_expiry(data.get("expires_at"))
     allowed_ips = check_ip_ranges(data.get("allowed_ips") or [])
 

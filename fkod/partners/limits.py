@@ -81,7 +81,7 @@ def create_boost(request, partner: Partner, data: dict) -> RateLimitBoost:
     """
     mode = data["mode"]
     livemode = mode == "live"
-    require_live_mode_allowed(partner, mode, "boosts")
+    require_live_mode_allowed(partner, mode, "boosts", request.user)
 
     plan = partner_plan(request, partner)
     if not plan_is_limited(plan):

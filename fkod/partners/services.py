@@ -108,12 +108,21 @@ def update_partner(request, partner: Partner, data: dict) -> Partner:
     return partner
 
 
-def require_live_mode_allowed(partner: Partner, mode: str, what: str) -> None:
-    if mode == "live" and partner.verification_status != "verified":
+def require_live_mode_allowed(partner: Partner, mode: str, what: str, user: User) -> None:
+    """Refuse live mode unless the partner is verified and the acting user's email is."""
+    if mode != "live":
+        return
+    if partner.verification_status != "verified":
         raise Forbidden(
             f"Live-mode {what} need a verified partner; use mode test until verification "
             "is approved.",
             code="partner_not_verified",
             errors=[field_error("body", "mode", "live mode requires a verified partner")],
         )
-
+    if user.email_verified_at is None:
+        raise Forbidden(
+            f"Live-mode {what} need a verified email address; follow the link we sent, or "
+            "ask for a new one with POST /api/auth/email/resend.",
+            code="email_not_verified",
+            errors=[field_error("body", "mode", "live mode requires a verified email")],
+        )

@@ -10,14 +10,13 @@ What a partner may do, by state:
 * **unverified, submitted or rejected** (``Partner.status`` pending): members log
   in, manage the team and the profile, create test-mode API keys and webhooks,
   call the sandbox with test keys, open support tickets, export their data and
-  delete the partner. Live-mode API keys and webhooks are refused with 403
-  ``partner_not_verified`` (:func:`fkod.partners.services.require_live_mode_allowed`).
-  NOTE: live mode does not yet also require a verified email, as the design
-  requires. Publishing an integration must require a verified partner too, but
-  no operation publishes one yet.
-* **verified**: live mode as well. The submitted data and the documents are
-  frozen: submitting again, uploading and deleting documents are 409
-  ``partner_verified``.
+  delete the partner. Live-mode API keys, webhooks and boosts are refused with
+  403 ``partner_not_verified`` (:func:`fkod.partners.services.require_live_mode_allowed`),
+  and submitting an integration for review with 403 ``partner_not_verified``.
+* **verified**: live mode as well, for members whose own email is verified
+  (403 ``email_not_verified`` otherwise), and publishing integrations. The
+  submitted data and the documents are frozen: submitting again, uploading and
+  deleting documents are 409 ``partner_verified``.
 * **suspended** (``Partner.status``, set and lifted by an admin): every member
   operation is 403 ``partner_suspended`` and every API key is refused at the
   gateway, whatever the verification state.

@@ -114,7 +114,7 @@ def create_webhook(request, partner: Partner, data: dict) -> tuple[Webhook, str]
     """Subscribe a URL to event types; return the endpoint and its new signing secret."""
     patterns = data.get("event_types") or [data["event_type"]]
     patterns = _check_event_patterns(request, patterns)
-    require_live_mode_allowed(partner, data["mode"], "webhooks")
+    require_live_mode_allowed(partner, data["mode"], "webhooks", request.user)
     url = check_webhook_url(request, data["url"])
     headers = _check_headers(data.get("headers") or {})
 

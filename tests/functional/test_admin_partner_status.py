@@ -12,7 +12,7 @@ from fkod.core.audit import AuditEntry
 from fkod.core.auth.models import Partner
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.ids import parse_id
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks.models import Event
 from tests.envelope import assert_envelope
 
@@ -104,6 +104,8 @@ def test_approve_unlocks_live_mode(client, app, headers):
         headers=auth_header(token), status=403)
 
     decide(client, headers, partner["id"], {"decision": "approve"})
+    # The owner's email is verified too, which live mode also needs.
+    verify_partner(app, partner["id"])
 
     client.create_key(token, mode="live")
 

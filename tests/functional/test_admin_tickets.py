@@ -14,7 +14,7 @@ from fkod.admin.testing import admin_with_headers, create_admin, set_admin_statu
 from fkod.core.audit import AuditEntry
 from fkod.core.auth.models import Partner, User
 from fkod.core.ids import parse_id
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.partners.models import SupportTicket, TicketMessage
 from tests.envelope import assert_envelope
 
@@ -51,8 +51,7 @@ def register(client: TestClient, *, verified: bool = False) -> Member:
                     email=registered["user"]["email"], user_id=registered["user"]["id"],
                     headers=auth_header(client.login(registered["user"]["email"])))
     if verified:
-        update_rows(client.app, sa.update(Partner).where(Partner.id == member.partner_id)
-                    .values(verification_status="verified"))
+        verify_partner(client.app, registered["partner"]["id"])
     return member
 
 

@@ -9,10 +9,10 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from fkod.core.auth.models import ApiKey, Partner
+from fkod.core.auth.models import ApiKey
 from fkod.core.auth.scopes import SCOPES
 from fkod.core.db import read_only, run_in_transaction
-from fkod.core.testing import auth_header
+from fkod.core.testing import auth_header, verify_partner
 from tests.envelope import assert_envelope
 
 KEYS_PATH = "/api/partners/api-keys"
@@ -209,12 +209,7 @@ def test_live_key_requires_verification(client, app, owner):
 
 def test_verified_partner_gets_live_key(client, app):
     partner, token = client.partner_with_token()
-    number = int(partner["id"].removeprefix("partner_"))
-
-    def verify(session):
-        session.get(Partner, number).verification_status = "verified"
-
-    run_in_transaction(app.registry["db.session_factory"], verify)
+    verify_partner(app, partner["id"])
 
     body = create(client, auth_header(token), mode="live").json
 

@@ -11,9 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from fkod.core.audit import AuditEntry
-from fkod.core.auth.models import User, UserToken
+from fkod.core.auth.models import PartnerMember, User, UserToken
 from fkod.core.db import run_in_transaction
-from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
+from fkod.core.ids import parse_id
+from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header, verify_partner
 from tests.envelope import assert_envelope
 
 NEW_PASSWORD = "a brand new passphrase 42"
@@ -80,6 +81,14 @@ def expire_tokens(app) -> None:
             expires_at=dt.datetime(2020, 1, 1)))
 
     in_db(app, work)
+
+
+def stored_partner_id(app, user_id: str) -> str:
+    def work(session):
+        return session.scalar(sa.select(PartnerMember.partner_id).where(
+            PartnerMember.user_id == parse_id("user", user_id)))
+
+    return f"partner_{in_db(app, work)}"
 
 
 def audit_actions(app) -> list[str]:
@@ -275,6 +284,19 @@ def test_signup_mails_verification(client, app, owner):
     assert me["email_verified_at"] is not None
     assert "partner.registered" in audit_actions(app)
     assert "auth.email_verified" in audit_actions(app)
+
+
+def test_verified_email_unlocks_live_mode(client, app, owner):
+    verify_partner(app, stored_partner_id(app, owner["user_id"]), emails=False)
+    headers = auth_header(owner["token"])
+    live_key = {"key_name": "live", "scopes": ["users:read"], "mode": "live"}
+
+    refused = client.web.post_json("/api/partners/api-keys", live_key, headers=headers,
+                                   status=403)
+    verify(client, verification_token(client, owner["email"]))
+
+    assert_envelope(refused, 403, "email_not_verified")
+    assert client.create_key(owner["token"], mode="live")["key"].startswith("sk_live_")
 
 
 def test_verification_token_single_use(client, owner):

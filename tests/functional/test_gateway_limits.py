@@ -18,7 +18,7 @@ from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.ratelimit.policy import policy_for, reset_partner_counters
 from fkod.core.settings import ConfigurationError
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from tests.integration.test_ratelimit_redis import TcpProxy
 
 # The gateway caches a verified key, its partner and plan for up to this
@@ -105,9 +105,7 @@ def test_plan_shared_by_partner_keys(client, app):
 def test_modes_counted_apart(client, app):
     partner, token = client.partner_with_token()
     put_partner_on_plan(app, partner["id"], per_hour=2, per_day=None)
-    run_in_transaction(app.registry["db.session_factory"], lambda session: setattr(
-        session.get(Partner, parse_id("partner", partner["id"])), "verification_status",
-        "verified"))
+    verify_partner(app, partner["id"])
     test_key = client.create_key(token, scopes=("mentors:read",))["key"]
     live_key = client.create_key(token, scopes=("mentors:read",), mode="live")["key"]
     for _ in range(2):
@@ -315,9 +313,7 @@ def test_reset_partner_counters_frees_both_modes(app_factory):
     client = TestClient(app)
     partner, token = client.partner_with_token()
     put_partner_on_plan(app, partner["id"], per_hour=2, per_day=None)
-    run_in_transaction(app.registry["db.session_factory"], lambda session: setattr(
-        session.get(Partner, parse_id("partner", partner["id"])), "verification_status",
-        "verified"))
+    verify_partner(app, partner["id"])
     test_key = client.create_key(token, scopes=("mentors:read", "courses:read"))["key"]
     live_key = client.create_key(token, scopes=("mentors:read",), mode="live")["key"]
     other_partner, other_key = key_for_new_partner(client)

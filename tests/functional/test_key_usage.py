@@ -11,7 +11,6 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from fkod.core.auth.models import Partner
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.idempotency_models import IdempotencyRecord
 from fkod.core.ids import parse_id
@@ -19,7 +18,7 @@ from fkod.core.metering import partner_usage_summary, rollup_usage
 from fkod.core.metering.histogram import estimate_percentile
 from fkod.core.metering.models import ApiUsage, ApiUsageHourly
 from fkod.core.settings import ConfigurationError
-from fkod.core.testing import auth_header
+from fkod.core.testing import auth_header, verify_partner
 from tests.envelope import assert_envelope
 
 MENTORS = "/api/v1/mentors"
@@ -59,13 +58,6 @@ def raw_row(key: dict, partner: dict, created_at: dt.datetime, **overrides) -> d
     }
     row.update(overrides)
     return row
-
-
-def verify_partner(app, partner: dict) -> None:
-    def work(session):
-        session.get(Partner, parse_id("partner", partner["id"])).verification_status = "verified"
-
-    run_in_transaction(app.registry["db.session_factory"], work)
 
 
 @pytest.fixture
@@ -187,7 +179,7 @@ def test_usage_days_and_limit(client, app, owner):
 
 def test_usage_modes_reported_apart(client, app):
     partner, token = client.partner_with_token()
-    verify_partner(app, partner)
+    verify_partner(app, partner["id"])
     headers = auth_header(token)
     test_key = client.create_key(token, scopes=("mentors:read",))
     live_key = client.create_key(token, scopes=("mentors:read",), mode="live")

@@ -13,7 +13,7 @@ from fkod.core.auth.models import Partner
 from fkod.core.billing.models import Plan, RateLimitBoost
 from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 
 BOOSTS_PATH = "/api/partners/limits/boosts"
 LIMITS_PATH = "/api/partners/limits"
@@ -31,12 +31,6 @@ def put_partner_on_plan(app, partner_id: str, *, per_hour: int | None, per_day: 
         session.get(Partner, parse_id("partner", partner_id)).plan_id = plan.id
 
     run_in_transaction(app.registry["db.session_factory"], work)
-
-
-def verify_partner(app, partner_id: str) -> None:
-    run_in_transaction(app.registry["db.session_factory"], lambda session: setattr(
-        session.get(Partner, parse_id("partner", partner_id)), "verification_status",
-        "verified"))
 
 
 def boost_body(**fields) -> dict:

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from fkod.admin.testing import create_admin
-from fkod.core.auth.models import Partner, PartnerMember
+from fkod.core.auth.models import PartnerMember
 from fkod.core.db import utcnow
 from fkod.core.ids import parse_id
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.partners.models import SupportTicket, TicketMessage
 from fkod.partners.tickets import TRANSITIONS
 from tests.envelope import assert_envelope
@@ -692,8 +692,7 @@ def test_refused_reply_sends_nothing(client, app, owner):
 
 def live_member(client: TestClient) -> Member:
     member = register(client)
-    update_rows(client.app, sa.update(Partner).where(Partner.id == member.partner_id)
-                .values(verification_status="verified"))
+    verify_partner(client.app, f"partner_{member.partner_id}")
     return member
 
 

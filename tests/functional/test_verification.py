@@ -13,7 +13,7 @@ import webtest
 from fkod.core.auth.models import Partner
 from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks.models import Event
 from fkod.partners.models import VerificationDocument
 from tests.envelope import assert_envelope
@@ -558,6 +558,12 @@ def test_unverified_partner_limited_to_test_mode(client, app, owner, make_receiv
     assert_envelope(response, 403, "partner_not_verified")
 
     set_partner(app, partner["id"], verification_status="verified", status="active")
+    response = client.web.post_json("/api/partners/api-keys",
+                                    {"key_name": "live", "scopes": ["users:read"],
+                                     "mode": "live"}, headers=headers, status=403)
+    assert_envelope(response, 403, "email_not_verified")
+
+    verify_partner(app, partner["id"])
     assert client.create_key(token, mode="live")["key"].startswith("sk_live_")
 
 

@@ -29,9 +29,8 @@ from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from fkod.core.auth.models import Partner
 from fkod.core.db import run_in_transaction, utcnow
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks import outbox
 from fkod.core.webhooks.models import Event, Webhook, WebhookAttempt, WebhookEvent
 from fkod.plugins.learning import services as learning_services
@@ -65,9 +64,7 @@ def register(client: TestClient, *, verified: bool = False) -> Member:
     partner, token = client.partner_with_token()
     member = Member(partner_id=row_id(partner["id"]), token=token)
     if verified:
-        update_rows(client.app, sa.update(Partner)
-                    .where(Partner.id == member.partner_id)
-                    .values(verification_status="verified"))
+        verify_partner(client.app, f"partner_{member.partner_id}")
     return member
 
 

@@ -12,9 +12,8 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from fkod.core.auth.models import Partner
 from fkod.core.db import read_only, run_in_transaction
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks.models import Webhook
 from tests.envelope import assert_envelope
 
@@ -238,12 +237,7 @@ def test_live_webhook_requires_verification(client, app, owner):
 
 def test_verified_partner_gets_live_webhook(client, app):
     partner, token = client.partner_with_token()
-    number = int(partner["id"].removeprefix("partner_"))
-
-    def verify(session):
-        session.get(Partner, number).verification_status = "verified"
-
-    run_in_transaction(app.registry["db.session_factory"], verify)
+    verify_partner(app, partner["id"])
 
     body = create(client, auth_header(token), mode="live").json
 

@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
-from fkod.core.auth.models import Partner
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks.models import Webhook
 from fkod.core.webhooks.signing import generate_secret, sign_delivery
 from fkod.partners.webhook_verify_views import MAX_PAYLOAD_BYTES, VerifyWebhookBody
@@ -381,9 +380,7 @@ def test_other_endpoint_secret_mismatch(captured, receiver):
 
 
 def test_live_endpoint_given_test_delivery(captured, receiver, app):
-    with Session(app.registry["db.engine"]) as session, session.begin():
-        session.execute(sa.update(Partner).where(Partner.id == captured.endpoint.partner_id)
-                        .values(verification_status="verified"))
+    verify_partner(app, f"partner_{captured.endpoint.partner_id}")
     live = new_endpoint(captured.endpoint.client, receiver.url, captured.endpoint.token,
                         mode="live")
 
