@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from fkod.core import audit
 from fkod.core.auth.account_mail import send_email_verification
-from fkod.core.auth.models import PLATFORM_NAMESPACE, Partner, PartnerMember, User
+from fkod.core.auth.accounts import create_platform_user
+from fkod.core.auth.models import Partner, PartnerMember, User
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, Forbidden, field_error
@@ -59,30 +60,20 @@ def register_partner(request, data: dict) -> tuple[Partner, User]:
     password = data.pop("password")
     name = data.pop("name", None)
 
-    exists = session.scalar(sa.select(User.id).where(
-        User.email_namespace == PLATFORM_NAMESPACE, User.email == email))
-    if exists is not None:
-        raise Conflict("An account with this email already exists; log in instead.",
-                       code="email_taken", errors=[field_error("body", "email", "already registered")])
-
-    user = User(email=email, name=name, password_hash=request.registry["password_hasher"].hash(password),
-                email_namespace=PLATFORM_NAMESPACE, livemode=True)
-    session.add(user)
-    session.flush()
+    user = create_platform_user(request, email=email, password=password, name=name)
     default_plan = session.scalar(sa.select(Plan).where(Plan.is_default.is_(True)).limit(1))
     partner = Partner(user_id=user.id, status="pending", verification_status="unverified",
                       slug=unique_partner_slug(session, data["company_name"]),
                       plan_id=default_plan.id if default_plan else None, **data)
     session.add(partner)
-    session.flush()
-    session.add(PartnerMember(partner_id=partner.id, user_id=user.id, role="owner"))
     try:
         session.flush()
     except sa.exc.IntegrityError:
-        # Two registrations with one email (or one company slug) raced past
-        # the checks above.
-        raise Conflict("An account with this email already exists; log in instead.",
-                       code="email_taken") from None
+        # Another sign-up of the same company name took the slug meanwhile.
+        raise Conflict("Another partner with this company name signed up at the same moment; "
+                       "send the request again.", code="registration_conflict") from None
+    session.add(PartnerMember(partner_id=partner.id, user_id=user.id, role="owner"))
+    session.flush()
 
     publish(request, "partner.created", partner_event_data(partner), livemode=True,
             partner_ids=[partner.id])

@@ -19,6 +19,8 @@ from fkod.core.schemas import BodySchema, PublicId, ResponseSchema, StrictBoolea
 # Mailed tokens are 43 characters; anything much longer is not one.
 MAX_TOKEN_LENGTH = 128
 
+register = Service(name="auth_register", path="/api/auth/register",
+                   description="Customer sign-up")
 logout = Service(name="auth_logout", path="/api/auth/logout", description="Log out")
 password = Service(name="auth_password", path="/api/auth/password",
                    description="Change the password")
@@ -41,7 +43,7 @@ totp_enable = Service(name="auth_totp_enable", path="/api/auth/totp/enable",
 totp_disable = Service(name="auth_totp_disable", path="/api/auth/totp/disable",
                        description="Turn two-factor authentication off")
 
-SERVICES = (logout, password, password_reset, password_reset_confirm, email_verify,
+SERVICES = (register, logout, password, password_reset, password_reset_confirm, email_verify,
             email_resend, me, me_email, totp_setup, totp_enable, totp_disable)
 
 
@@ -82,6 +84,12 @@ def totp_code_field() -> Text:
 
 class EmptyBody(BodySchema):
     """No fields; send ``{}``."""
+
+
+class RegisterBody(BodySchema):
+    email = EmailAddress(required=True)
+    password = new_password_field()
+    name = Text(max_length=255)
 
 
 class LogoutBody(BodySchema):
@@ -168,6 +176,19 @@ class TotpSetupResponse(ResponseSchema):
 
 
 # Sessions and passwords -------------------------------------------------------------------
+
+
+@operation(register, "POST", summary="Create a customer account and mail its verification link",
+           auth=AUTH_NONE, body=RegisterBody, response=AccountResponse, status=201,
+           no_store=True, errors=((409, "email_taken"),))
+def post_register(request):
+    data = request.validated
+    user = accounts.create_platform_user(request, email=data["email"], password=data["password"],
+                                         name=data.get("name"))
+    request.user = user
+    accounts.record_account_action(request, "auth.registered", user)
+    account_mail.send_email_verification(request, user, user.email)
+    return accounts.account_summary(request, user)
 
 
 @operation(logout, "POST", summary="Revoke the login token, or every session of the account",

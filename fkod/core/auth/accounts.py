@@ -252,6 +252,25 @@ def _revoke_jti(session, jti: str, expires_at: dt.datetime) -> None:
                     .on_conflict_do_nothing(index_elements=["jti"]))
 
 
+def create_platform_user(request, *, email: str, password: str, name: str | None) -> User:
+    """Add a user of the platform (a partner member or a customer); 409 if the email is taken."""
+    session = request.dbsession
+    if find_platform_user(session, email) is not None:
+        raise Conflict("An account with this email already exists; log in instead.",
+                       code="email_taken",
+                       errors=[field_error("body", "email", "already registered")])
+    user = User(email=email, name=name, password_hash=request.registry["password_hasher"].hash(
+        password), email_namespace=PLATFORM_NAMESPACE, livemode=True)
+    session.add(user)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:
+        # Two sign-ups with one email raced past the check above.
+        raise Conflict("An account with this email already exists; log in instead.",
+                       code="email_taken") from None
+    return user
+
+
 def check_password(request, user: User, password: str, field: str) -> None:
     """Raise 400 naming ``field`` when ``password`` is not the user's; counts as a failed login."""
     check_login_allowed(request, user.email)
