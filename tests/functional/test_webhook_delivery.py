@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from fkod.core.auth.models import Partner
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks import outbox
@@ -355,6 +356,29 @@ def test_float_data_round_trips(app, make_receiver, floats):
     for name, value in floats.items():
         assert parsed["data"][name] == value, name
         assert type(parsed["data"][name]) is float, name
+
+
+def test_suspended_partner_deliveries_wait_for_reactivation(app, make_receiver):
+    client = TestClient(app)
+    receiver = make_receiver(200)
+    member = register(client)
+    webhook = subscribe(client, member, receiver.url)
+    suspended = update_rows(app, sa.update(Partner).where(Partner.id == member.partner_id)
+                            .values(status="suspended"))
+    publish_without_enqueue(app, member.partner_id)
+
+    enqueued_while_suspended = app.registry["webhook_worker"].sweep(grace_seconds=0)
+    client.drain_tasks()
+    held = deliveries_of(app, row_id(webhook["id"]))
+    update_rows(app, sa.update(Partner).where(Partner.id == member.partner_id)
+                .values(status="active"))
+    enqueued_after = app.registry["webhook_worker"].sweep(grace_seconds=0)
+
+    assert suspended == 1
+    assert enqueued_while_suspended == 0
+    assert [row.status for row in held] == ["pending"]
+    assert enqueued_after == 1
+    assert len(receiver.wait_for(1, timeout=WAIT_SECONDS)) == 1
 
 
 # Retries -------------------------------------------------------------------------

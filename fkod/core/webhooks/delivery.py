@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from fkod.core import jsonutil
+from fkod.core.auth.models import Partner
 from fkod.core.db import is_sqlite, run_in_transaction, utcnow
 from fkod.core.webhooks import operational
 from fkod.core.webhooks.http import post_webhook
@@ -163,7 +164,9 @@ class DeliveryWorker:
         """Mark the delivery in flight and return what the attempt needs.
 
         Returns None when the delivery is not due (done, in flight elsewhere,
-        waiting for a retry, or its endpoint is not active), and ENDPOINT_BUSY
+        waiting for a retry, its endpoint is not active, or its partner is
+        suspended or deleted: the delivery stays pending and the sweeper sends
+        it once the partner is reactivated), and ENDPOINT_BUSY
         when its endpoint already has max_concurrency attempts in flight. The
         endpoint's row is locked while the attempts in flight are counted, so
         two workers cannot both take the last slot. The lock is FOR NO KEY
@@ -175,9 +178,11 @@ class DeliveryWorker:
                       Webhook.url, Webhook.headers, Webhook.secret_key,
                       Webhook.previous_secret_key, Webhook.previous_secret_expires_at,
                       Webhook.retry_count, Webhook.retry_delay, Webhook.failing_since,
-                      Webhook.last_success_at, Event.public_id)
+                      Webhook.last_success_at, Event.public_id,
+                      Partner.status.label("partner_status"), Partner.deleted_at)
             .join(WebhookEvent, WebhookEvent.webhook_id == Webhook.id)
             .join(Event, Event.id == WebhookEvent.event_id)
+            .join(Partner, Partner.id == Webhook.partner_id)
             .where(WebhookEvent.id == delivery_id)
         )
         if connection.dialect.name != "sqlite":
@@ -185,6 +190,8 @@ class DeliveryWorker:
             endpoint_query = endpoint_query.with_for_update(of=Webhook, key_share=True)
         endpoint = connection.execute(endpoint_query).one_or_none()
         if endpoint is None or endpoint.status != "active":
+            return None
+        if endpoint.partner_status == "suspended" or endpoint.deleted_at is not None:
             return None
         in_flight = connection.scalar(
             sa.select(sa.func.count()).select_from(WebhookEvent).where(
@@ -430,7 +437,9 @@ class DeliveryWorker:
         return list(session.scalars(
             sa.select(WebhookEvent.id)
             .join(Webhook, Webhook.id == WebhookEvent.webhook_id)
+            .join(Partner, Partner.id == Webhook.partner_id)
             .where(WebhookEvent.status == "pending", Webhook.status == "active",
+                   Partner.status != "suspended", Partner.deleted_at.is_(None),
                    WebhookEvent.next_retry_at <= cutoff)
             .order_by(WebhookEvent.next_retry_at)
             .limit(batch_size)
