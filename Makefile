@@ -14,10 +14,14 @@ PYTEST_ARGS ?= -n 4
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(BIN)/fkod: setup.cfg pyproject.toml
+# The contributed plugin packages, installed after the platform they depend on.
+CONTRIB_PLUGINS := $(sort $(dir $(wildcard plugins_contrib/*/pyproject.toml)))
+
+$(BIN)/fkod: setup.cfg pyproject.toml $(wildcard plugins_contrib/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(foreach plugin,$(CONTRIB_PLUGINS),-e ./$(plugin))
 	@touch $@
 
 install: $(BIN)/fkod ## Create .venv and install the platform with its test tools
@@ -39,8 +43,8 @@ worker: install ## Run background tasks for a Redis-broker configuration (INI=pr
 
 test: test-embedded test-production ## Run the whole suite: SQLite first, then PostgreSQL + Redis
 
-test-embedded: install ## Run every test on the embedded default (SQLite, in-process broker)
-	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests
+test-embedded: install ## Run every test on the embedded default (SQLite, in-process broker), plugins' own tests too
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests plugins_contrib
 
 test-production: install ## Run the functional tests on PostgreSQL + Redis (dramatiq Redis broker)
 	FKOD_TEST_STACK=production $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/functional

@@ -39,6 +39,9 @@ def main(global_config, **settings):
 
     registry = app.registry
     registry["plugins"].record_load_state()
+    from fkod.marketplace.sync import sync_integrations
+
+    sync_integrations(registry)
     if registry["tasks"].in_process:
         registry["tasks"].start()
     atexit.register(shutdown, registry)
@@ -150,6 +153,7 @@ def shutdown(registry) -> None:
     from fkod.core.webhooks.http import close_pooled_connections
 
     registry["tasks"].stop()
+    registry["plugins"].close()
     close_pooled_connections()
     registry["usage_recorder"].close()
     limiter = registry["rate_limiter"]

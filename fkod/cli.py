@@ -8,6 +8,8 @@
     fkod admin create INI --email E --name N [--role R]
                               create an admin user (the password from
                               FKOD_ADMIN_PASSWORD or a prompt)
+    fkod plugin new NAME [--dir DIR] [--publisher SLUG]
+                              create a plugin package in DIR/fkod-NAME
 """
 
 from __future__ import annotations
@@ -173,6 +175,22 @@ def cmd_demo(args) -> int:
     return run_demo(args.url)
 
 
+def cmd_plugin_new(args) -> int:
+    from fkod.scaffold import ScaffoldError, create_plugin, plugin_names
+
+    try:
+        target = create_plugin(args.name, args.dir, publisher=args.publisher)
+    except ScaffoldError as exc:
+        print(f"fkod: {exc}", file=sys.stderr)
+        return 2
+    names = plugin_names(args.name)
+    print(f"created the plugin package {target}\n"
+          f"  module {names.module}, entry point {names.entry_point}, "
+          f"integration {names.slug}\n"
+          f"next: pip install -e {target} && python -m pytest {target / 'tests'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fkod", description="F-KOD Partner Platform commands.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -220,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", default="superadmin", choices=("superadmin", "support", "finance", "readonly"),
         help="the admin role (default: %(default)s)")
     admin_create.set_defaults(run=cmd_admin_create)
+
+    plugin = commands.add_parser("plugin", help="Work on plugin packages.")
+    plugin_commands = plugin.add_subparsers(dest="plugin_command", required=True,
+                                            metavar="COMMAND")
+    plugin_new = plugin_commands.add_parser(
+        "new", help="Create a plugin package (pyproject.toml with the fkod.plugins entry "
+                    "point, a module with a sample event type and integration, a README and "
+                    "a test) in DIR/fkod-NAME.")
+    plugin_new.add_argument("name", metavar="NAME",
+                            help="the plugin name: lowercase letters, digits, hyphens")
+    plugin_new.add_argument("--dir", default=".",
+                            help="the existing directory to create it in (default: %(default)s)")
+    plugin_new.add_argument("--publisher", default="your-partner-slug",
+                            help="your partner slug, the integration's publisher "
+                                 "(default: %(default)s)")
+    plugin_new.set_defaults(run=cmd_plugin_new)
     return parser
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pyramid.config import Configurator
 
     from fkod.core.auth.scopes import Scope
+    from fkod.core.billing.providers import PaymentProvider
     from fkod.core.integrations import InstallContext, IntegrationManifest
     from fkod.core.webhooks.catalog import EventType
 
@@ -116,4 +117,21 @@ def fkod_integration_event(install: InstallContext, event: dict) -> None:
     Called by a background worker, at least once per install and event, for
     the event types the integration lists and that concern the installing
     customer. An exception is logged and the call is retried with backoff.
+    """
+
+
+@hookspec
+def fkod_register_payment_providers() -> list[PaymentProvider]:
+    """Contribute payment providers for charges, refunds, payouts and inbound webhooks.
+
+    Results are collected from every enabled plugin.
+
+    :return: a list of :class:`fkod.core.billing.providers.PaymentProvider`
+        instances, each with a unique ``name`` (lowercase letters, digits and
+        underscores), a ``display_name`` and the ``currencies`` it accepts.
+
+    Called once per process, when the platform first needs its providers, after
+    the plugin is loaded. A provider with an invalid or already registered name
+    is logged and left out. The providers of a plugin that an admin disables
+    are not offered until it is re-enabled.
     """

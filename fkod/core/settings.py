@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +49,18 @@ def _as_str(raw: str) -> str:
 
 def _as_list(raw: str) -> list[str]:
     return [item for item in raw.replace(",", " ").split() if item]
+
+
+_PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _as_plugin_names(raw: str) -> list[str]:
+    names = _as_list(raw)
+    for name in names:
+        if not _PLUGIN_NAME.match(name):
+            raise ValueError(f"{name!r} is not a plugin entry-point name (letters, digits, "
+                             f"'_', '.' and '-', at most 100 characters)")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +286,14 @@ SETTINGS: tuple[Setting, ...] = (
              "Names of plugins not to load, separated by spaces or commas."),
     _setting("plugins.state_cache_seconds", _as_float, "1",
              "How long a process trusts its cached plugin enabled/disabled state, in seconds.",
-             minimum=0),
+             minimum=0, maximum=5),
+    _setting("plugins.pinned_on", _as_plugin_names, "",
+             "Names of plugins that are always enabled, separated by spaces or commas; "
+             "admins cannot disable them at run time."),
+    _setting("plugins.pinned_off", _as_plugin_names, "",
+             "Names of plugins that are never loaded, separated by spaces or commas; admins "
+             "cannot enable them at run time. fkod.plugins.disabled is an older name for "
+             "this list, and the names of both are pinned off."),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}

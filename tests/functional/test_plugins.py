@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from fkod.core.db import run_in_transaction
@@ -22,7 +23,7 @@ def test_load_state_recorded(app):
 
 
 def test_broken_import_does_not_stop_app(plugin_path, app_factory):
-    plugin_path("fkod-broken", "broken", "fkod_test_broken", "raise RuntimeError('boom')\n")
+    plugin_path("fkod_broken", "broken", "fkod_test_broken", "raise RuntimeError('boom')\n")
     app = app_factory()
     info = app.registry["plugins"].plugins["broken"]
     assert info.status == "failed"
@@ -73,11 +74,16 @@ def test_duplicate_event_type_fails_plugin(plugin_path, app_factory):
     assert host.event_catalog.get("user.created").plugin == "learning"
 
 
-def test_disabled_by_setting_not_loaded(app_factory):
-    app = app_factory(**{"fkod.plugins.disabled": "learning"})
+@pytest.mark.parametrize("setting", ["fkod.plugins.disabled", "fkod.plugins.pinned_off"])
+def test_pinned_off_not_loaded(app_factory, setting):
+    app = app_factory(**{setting: "learning"})
     client = TestClient(app)
-    assert "learning" not in app.registry["plugins"].plugins
+    info = app.registry["plugins"].plugins["learning"]
+    assert info.status == "not_loaded"
+    assert info.pinned == "off"
+    assert not app.registry["plugins"].is_enabled("learning")
     assert client.web.get("/api/v1/users", status=404).json["code"] == "not_found"
+    assert app.registry["plugins"].event_catalog.get("user.created") is None
 
 
 def _set_enabled(app, name: str, enabled: bool) -> None:
@@ -107,7 +113,7 @@ def test_gate_reaches_other_processes(app_factory):
     _set_enabled(first, "learning", False)
     # The second application instance caches the state for at most
     # fkod.plugins.state_cache_seconds; expiring its cache stands in for that wait.
-    second.registry["plugins"]._loaded_at = float("-inf")
+    second.registry["plugins"].forget_cached_state()
     assert not second.registry["plugins"].is_enabled("learning")
 
 
