@@ -38,11 +38,34 @@ DB_URL_ENV = "FKOD_DB_URL"
 DB_URL_SETTING = "fkod.db.url"
 APP_SECTION = "app:main"
 
+# Database objects of the marketplace search index (migration b7e4d1a9c3f5)
+# that the models do not declare: the SQLite FTS5 tables with their shadow
+# tables, and PostgreSQL's generated column and indexes. Autogenerate and
+# schema_differences leave them out, so neither proposes to drop them.
+SEARCH_INDEX_NAMES = frozenset({
+    "search_document",
+    "idx_integrations_search_document",
+    "idx_integrations_search_name_trgm",
+    "idx_partners_search_company",
+})
+SEARCH_INDEX_TABLE_PREFIXES = ("integration_search",)
+
+
+def include_modeled_name(name: str | None, type_: str, _parent_names) -> bool:
+    """Return False for the search index objects above, True for everything else."""
+    if name is None:
+        return True
+    if type_ == "table" and name.startswith(SEARCH_INDEX_TABLE_PREFIXES):
+        return False
+    return name not in SEARCH_INDEX_NAMES
+
+
 # Options of Alembic's MigrationContext that autogenerate (env.py) and
 # schema_differences share, so both report the same differences.
 COMPARE_OPTIONS = {
     "compare_type": True,
     "compare_server_default": True,
+    "include_name": include_modeled_name,
 }
 
 

@@ -20,6 +20,10 @@ class BodySchema(marshmallow.Schema):
         unknown = marshmallow.RAISE
 
 
+class EmptyBody(BodySchema):
+    """No fields; send ``{}``. Declared by actions whose path says everything."""
+
+
 class QuerySchema(marshmallow.Schema):
     """Base of query-string schemas: unknown parameters are rejected."""
 

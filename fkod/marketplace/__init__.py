@@ -5,4 +5,5 @@ Each module below adds its Cornice services through its own ``includeme``.
 
 
 def includeme(config):
-    pass
+    config.include("fkod.marketplace.integration_views")
+    config.include("fkod.marketplace.views")

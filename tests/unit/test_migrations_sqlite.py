@@ -87,7 +87,9 @@ def difference_kinds(differences: list) -> list[str]:
 
 
 def table_names(engine: sa.Engine) -> set[str]:
-    return set(sa.inspect(engine).get_table_names())
+    """Return the tables of the models; the SQLite search index's FTS5 tables are not models."""
+    return {name for name in sa.inspect(engine).get_table_names()
+            if not name.startswith(migrations.SEARCH_INDEX_TABLE_PREFIXES)}
 
 
 def autogenerate_initial_migration(directory: Path, empty_db_url: str) -> Config:

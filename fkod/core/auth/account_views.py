@@ -14,7 +14,15 @@ from fkod.core.api import AUTH_NONE, AUTH_USER, operation
 from fkod.core.auth import account_mail, accounts, totp
 from fkod.core.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from fkod.core.auth.views import LoginResponse
-from fkod.core.schemas import BodySchema, PublicId, ResponseSchema, StrictBoolean, Text, Timestamp
+from fkod.core.schemas import (
+    BodySchema,
+    EmptyBody,
+    PublicId,
+    ResponseSchema,
+    StrictBoolean,
+    Text,
+    Timestamp,
+)
 
 # Mailed tokens are 43 characters; anything much longer is not one.
 MAX_TOKEN_LENGTH = 128
@@ -80,10 +88,6 @@ def totp_code_field() -> Text:
 
 
 # Bodies -------------------------------------------------------------------------------
-
-
-class EmptyBody(BodySchema):
-    """No fields; send ``{}``."""
 
 
 class RegisterBody(BodySchema):
