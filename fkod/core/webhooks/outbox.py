@@ -24,6 +24,8 @@ from fkod.core.webhooks.models import Event, Webhook, WebhookEvent
 log = logging.getLogger(__name__)
 
 DELIVER_ACTOR = "deliver_webhook"
+# Declared by fkod.marketplace.reactions: runs plugins' hooks for the installs an event reaches.
+REACT_ACTOR = "react_to_event"
 
 
 def new_event_id() -> str:
@@ -104,4 +106,5 @@ def publish(request, event_type: str, data: dict, *, livemode: bool,
     tasks = registry["tasks"]
     for delivery in deliveries:
         tasks.send_after_commit(request.tm, DELIVER_ACTOR, delivery.id)
+    tasks.send_after_commit(request.tm, REACT_ACTOR, event.id)
     return event
