@@ -25,6 +25,7 @@ from fkod.core.schemas import (
     Timestamp,
 )
 from fkod.marketplace.models import INTEGRATION_STATUSES
+from fkod.marketplace.schemas import ListingFieldsSchema
 from fkod.partners.schemas import Email, LinkUrl
 
 MAX_NAME_LENGTH = 255
@@ -239,22 +240,10 @@ class VersionSchema(ResponseSchema):
     created_at = Timestamp()
 
 
-class IntegrationSchema(ResponseSchema):
+class IntegrationSchema(ListingFieldsSchema):
     """An integration as its partner's members and admins see it."""
 
-    id = PublicId("int")
     partner_id = PublicId("partner")
-    name = fields.String()
-    slug = fields.String()
-    description = fields.String()
-    category = fields.String()
-    version = fields.String()
-    logo_url = fields.String()
-    documentation_url = fields.String()
-    support_url = fields.String()
-    support_email = fields.String()
-    scopes = fields.List(fields.String())
-    event_types = fields.List(fields.String())
     config_schema = fields.Dict()
     pricing_model = fields.String()
     price_cents = fields.Integer()

@@ -43,8 +43,8 @@ class PartnerBlockSchema(ResponseSchema):
         return partner.verification_status == "verified"
 
 
-class IntegrationSchema(ResponseSchema):
-    """A listed integration in marketplace lists, search results and partner profiles."""
+class ListingFieldsSchema(ResponseSchema):
+    """The fields of an integration's listing, shown to customers and to its partner alike."""
 
     id = PublicId("int")
     slug = fields.String()
@@ -58,6 +58,11 @@ class IntegrationSchema(ResponseSchema):
     support_email = fields.String()
     scopes = fields.List(fields.String())
     event_types = fields.List(fields.String())
+
+
+class IntegrationSchema(ListingFieldsSchema):
+    """A listed integration in marketplace lists, search results and partner profiles."""
+
     pricing = fields.Method("dump_pricing")
     rating = fields.Method("dump_rating")
     review_count = fields.Integer()
