@@ -1,7 +1,7 @@
 """``fkod plugin new``: create the skeleton of a plugin package.
 
 The package it writes installs with ``pip install -e`` and is found through
-its ``fkod.plugins`` entry point without edits. It holds a module with a
+its ``fkod.plugins`` entry point without edits. It contains a module with a
 sample event type, a sample integration manifest and its install and event
 hooks, a README, and a test that builds the platform with
 :mod:`fkod.core.testing` and checks that the plugin is loaded.
@@ -27,7 +27,7 @@ DEFAULT_PUBLISHER = "your-partner-slug"
 
 
 class ScaffoldError(Exception):
-    """The plugin cannot be created; the message says why and what to do."""
+    """An error that stops the plugin from being created, with the reason and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +126,8 @@ readme = "README.md"
 requires-python = ">=3.11"
 dependencies = ["fkod-partner-platform"]
 
-# The platform finds the plugin through this entry point; the name on the left
-# is the plugin's name for admins, and it must not change between releases.
+# The platform finds the plugin through this entry point. The name on the left
+# is the plugin's name for admins, so it must not change between releases.
 [project.entry-points."fkod.plugins"]
 $entry_point = "$module"
 

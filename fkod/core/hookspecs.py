@@ -80,7 +80,7 @@ def fkod_register_integrations() -> list[IntegrationManifest]:
     :return: a list of :class:`fkod.core.integrations.IntegrationManifest`.
 
     Called once at start-up. Each manifest is synced into the catalog and tied
-    to the partner whose slug is its ``publisher``; a new integration, or a new
+    to the partner whose slug is its ``publisher``. A new integration, or a new
     version, waits for an admin's review unless the plugin is trusted. An
     invalid manifest makes the plugin fail.
     """
@@ -92,8 +92,8 @@ def fkod_integration_installed(install: InstallContext) -> None:
 
     Called only for the plugin that ships the integration, inside the install
     request and before it commits. Raise
-    :class:`fkod.core.integrations.IntegrationError` to refuse the install with
-    a message for the customer; any other exception refuses it too and is
+    :class:`fkod.core.integrations.IntegrationError` to reject the install with
+    a message for the customer. Any other exception rejects it too and is
     logged as a fault of the plugin.
     """
 
@@ -103,7 +103,7 @@ def fkod_integration_uninstalled(install: InstallContext) -> None:
     """React to a customer uninstalling one of the plugin's integrations.
 
     Called only for the plugin that ships the integration, after the
-    uninstall commits. Errors are logged; the uninstall stands.
+    uninstall commits. Errors are logged, and the uninstall is kept.
     """
 
 

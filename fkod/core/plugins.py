@@ -60,7 +60,7 @@ class PluginNotLoaded(Exception):
 
 @dataclasses.dataclass
 class IntegrationLink:
-    """What the last manifest sync did with one integration manifest of a plugin.
+    """The outcome of the last manifest sync for one integration manifest of a plugin.
 
     ``linked`` is false when the publisher is not a verified partner, so the
     integration was kept out of the catalog, and ``problem`` gives the reason.

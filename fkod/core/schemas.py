@@ -21,7 +21,7 @@ class BodySchema(marshmallow.Schema):
 
 
 class EmptyBody(BodySchema):
-    """No fields; send ``{}``. Declared by actions whose path says everything."""
+    """An empty body: send ``{}``. Declared by actions whose path names everything they need."""
 
 
 class QuerySchema(marshmallow.Schema):

@@ -1,4 +1,4 @@
-"""Which integrations the marketplace lists, and the public reads over them.
+"""The rule for listed integrations, and the public reads of the marketplace.
 
 An integration is listed when it is published, its partner is active, and
 the plugin that ships it (if any) is enabled. Every public read and every
@@ -55,7 +55,7 @@ def disabled_plugin_names(request) -> list[str]:
 
 
 def listed_clause(request):
-    """A WHERE clause on ``Integration`` (joined with nothing) selecting listed integrations."""
+    """Build the WHERE clause on ``Integration`` (no join) that selects listed integrations."""
     active_partner = sa.exists().where(Partner.id == Integration.partner_id,
                                        Partner.status == "active")
     clause = sa.and_(Integration.status == "published", active_partner)
@@ -168,7 +168,7 @@ def with_partner(select):
 
 
 def list_integrations(request, query: dict) -> Page:
-    """Return one page of listed integrations, filtered and sorted as ``query`` asks."""
+    """Return one page of listed integrations, filtered and sorted by ``query``."""
     select = with_partner(sa.select(Integration).where(listed_clause(request)))
     select = filter_integrations(request, select, query)
     page = keyset_page(request.dbsession, select, INTEGRATION_SORTS[query["sort"]], query)

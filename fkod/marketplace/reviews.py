@@ -186,7 +186,7 @@ def _after_cursor(session, select, sort_key, review_id, cursor: int, descending:
 def list_reviews(request, integration_public_id: str, query: dict) -> Page:
     """Return one page of an integration's visible reviews in the order of ``query["sort"]``.
 
-    The cursor contains the last review's id; a rating sort continues after that
+    The cursor contains the last review's id. A rating sort continues after that
     review's current rating, so a review edited between two pages can appear
     twice or not at all.
     """

@@ -1,9 +1,9 @@
-"""The payment-provider interface the core knows, and the registry of providers plugins contribute.
+"""The payment-provider interface of the core, and the registry of providers from plugins.
 
 The core charges customers, refunds them, pays partners out and receives the
 providers' inbound webhooks only through :class:`PaymentProvider`. Plugins
-return instances from the ``fkod_register_payment_providers`` hook; the core
-knows no concrete provider. Amounts are :class:`~decimal.Decimal` in major
+return instances from the ``fkod_register_payment_providers`` hook, and the
+core imports no concrete provider. Amounts are :class:`~decimal.Decimal` in major
 units (``Decimal("12.50")`` USD) with an ISO 4217 currency code in upper
 case; a provider converts to its own minor units.
 """
@@ -40,13 +40,13 @@ class PaymentProviderError(Exception):
 class WebhookSignatureError(Exception):
     """An inbound provider webhook has a missing, invalid or expired signature.
 
-    The inbound webhook route answers it with a 400, as providers expect.
+    The inbound webhook route returns 400 for it, as providers expect.
     """
 
 
 @dataclasses.dataclass(frozen=True)
 class CustomerDetails:
-    """Who is billed: a partner (for its plan and usage) or a customer (for paid integrations).
+    """The billed party: a partner (for its plan and usage) or a customer (for paid integrations).
 
     ``reference`` is the platform's public id (``partner_42``, ``user_7``);
     providers store it in their own metadata so a record can be traced back.
@@ -68,7 +68,7 @@ class ProviderCustomer:
 
 @dataclasses.dataclass(frozen=True)
 class PaymentMethodSetup:
-    """What the portal needs to let a customer add a payment method.
+    """The data the portal needs to let a customer add a payment method.
 
     ``client_secret`` is for an embedded form of the provider (Stripe's
     SetupIntent, for example); ``redirect_url`` is for a page hosted by the
@@ -87,7 +87,8 @@ class ChargeRequest:
     ``collection`` is ``charge_automatically`` (take the money from the saved
     payment method now) or ``send_invoice`` (send the customer an invoice due
     in ``days_until_due`` days). ``idempotency_key`` is stable across retries
-    of the same charge, so the provider charges at most once.
+    of the same charge. A provider passes it to its API so that a retry does not
+    charge twice.
     """
 
     provider_customer_id: str
@@ -165,12 +166,12 @@ class PaymentProvider(abc.ABC):
         """Start adding a payment method to a customer.
 
         ``return_url`` is the portal page a hosted flow sends the customer back
-        to. The method becomes usable when the provider's webhook says so.
+        to. The method becomes usable when the provider's webhook confirms it.
         """
 
     @abc.abstractmethod
     def charge(self, request: ChargeRequest) -> PaymentResult:
-        """Charge a customer now or invoice them, as ``request.collection`` says.
+        """Charge a customer now or invoice them, as ``request.collection`` selects.
 
         Returns the charge or invoice with its status; a declined card is a
         result with status ``failed``, not an exception.

@@ -163,10 +163,10 @@ class DeliveryWorker:
     def _claim(self, connection, delivery_id: int):
         """Mark the delivery in flight and return what the attempt needs.
 
-        Returns None when the delivery is not due (done, in flight elsewhere,
+        Returns None when the delivery is not due: done, in flight elsewhere,
         waiting for a retry, its endpoint is not active, or its partner is
-        suspended or deleted: the delivery stays pending and the sweeper sends
-        it once the partner is reactivated), and ENDPOINT_BUSY
+        suspended or deleted. A suspended partner's delivery stays pending, and
+        the sweeper sends it once the partner is reactivated. Returns ENDPOINT_BUSY
         when its endpoint already has max_concurrency attempts in flight. The
         endpoint's row is locked while the attempts in flight are counted, so
         two workers cannot both take the last slot. The lock is FOR NO KEY

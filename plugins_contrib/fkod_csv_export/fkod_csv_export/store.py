@@ -1,6 +1,6 @@
 """Per-install CSV files of course completions, kept in a directory on local disk.
 
-Each install has a folder named after its public id (``inst_12``) that holds
+Each install has a folder named after its public id (``inst_12``) that contains
 ``install.json`` (the owning user and the CSV dialect chosen at install time)
 and ``completions.csv``. Rows are appended under an exclusive ``flock`` on
 the CSV file, so several worker processes on one host can write to it.
