@@ -27,18 +27,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
-import unicodedata
 
 import sqlalchemy as sa
 
-from fkod.core import audit
+from fkod.core import audit, slugs
 from fkod.core.api import Page, encode_cursor
 from fkod.core.auth.models import Partner
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, Forbidden, NotFound, ValidationFailed, field_error
 from fkod.core.ids import public_id
-from fkod.core.webhooks.catalog import EVENT_PATTERN
+from fkod.core.webhooks.catalog import check_event_patterns
 from fkod.core.webhooks.outbox import publish
 from fkod.marketplace.integration_schemas import (
     DETAIL_VERSIONS,
@@ -144,23 +142,6 @@ def _audit(request, action: str, integration: Integration, details: dict | None 
 # Checks -------------------------------------------------------------------------
 
 
-def _check_event_types(request, patterns: list[str]) -> list[str]:
-    host = request.registry["plugins"]
-    errors = []
-    for pattern in patterns:
-        if not EVENT_PATTERN.match(pattern):
-            errors.append(field_error("body", "event_types",
-                                      f"{pattern!r} is not an event type name or pattern"))
-        elif not host.event_catalog.matching(pattern, host.is_enabled):
-            errors.append(field_error(
-                "body", "event_types", f"{pattern!r} matches no available event type; see "
-                                       "GET /api/webhooks/available-events"))
-    if errors:
-        raise ValidationFailed(errors[0]["description"], code="invalid_event_type",
-                               errors=errors)
-    return list(dict.fromkeys(patterns))
-
-
 def _check_pricing(pricing_model: str, price_cents: int | None) -> None:
     if pricing_model == "paid" and price_cents is None:
         raise ValidationFailed("A paid integration needs price_cents, its monthly price in US "
@@ -179,23 +160,9 @@ def _slug_taken(slug: str) -> Conflict:
                     code="slug_taken", errors=[field_error("body", "slug", "already taken")])
 
 
-def _slug_from_name(name: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:80].strip("-") \
-        or "integration"
-
-
 def unique_slug(session, name: str) -> str:
     """Return a slug of ``name`` that no integration uses yet (``acme-sync``, ``acme-sync-2``…)."""
-    base = _slug_from_name(name)
-    taken = set(session.scalars(sa.select(Integration.slug).where(
-        sa.or_(Integration.slug == base, Integration.slug.like(f"{base}-%")))))
-    if base not in taken:
-        return base
-    number = 2
-    while f"{base}-{number}" in taken:
-        number += 1
-    return f"{base}-{number}"
+    return slugs.unique_slug(session, Integration.slug, name, "integration")
 
 
 def _require_slug_free(session, slug: str, integration_id: int | None = None) -> None:
@@ -267,7 +234,7 @@ def create_integration(request, partner: Partner, data: dict) -> Integration:
     """Create a draft with its first version and publish integration.created."""
     session = request.dbsession
     data["scopes"] = check_scopes(request, data["scopes"])
-    data["event_types"] = _check_event_types(request, data["event_types"])
+    data["event_types"] = check_event_patterns(request.registry["plugins"], data["event_types"])
     _check_pricing(data["pricing_model"], data.get("price_cents"))
     if data.get("slug"):
         _require_slug_free(session, data["slug"])
@@ -364,7 +331,8 @@ def update_integration(request, partner: Partner, integration_id: int,
     if "scopes" in data:
         data["scopes"] = check_scopes(request, data["scopes"])
     if "event_types" in data:
-        data["event_types"] = _check_event_types(request, data["event_types"])
+        data["event_types"] = check_event_patterns(request.registry["plugins"],
+                                                   data["event_types"])
     pricing_model = data.get("pricing_model", integration.pricing_model)
     if "pricing_model" in data and pricing_model != "paid" and "price_cents" not in data:
         # Leaving the paid model drops the price.

@@ -7,12 +7,10 @@ API keys are in :mod:`fkod.partners.api_keys` and webhook endpoints in
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 
 import sqlalchemy as sa
 
-from fkod.core import audit
+from fkod.core import audit, slugs
 from fkod.core.auth.account_mail import send_email_verification
 from fkod.core.auth.accounts import create_platform_user
 from fkod.core.auth.models import Partner, PartnerMember, User
@@ -29,22 +27,9 @@ def partner_event_data(partner: Partner) -> dict:
     return PartnerSchema().dump(partner)
 
 
-def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:80] or "partner"
-
-
 def unique_partner_slug(session, company_name: str) -> str:
     """Return a slug of the company name that no partner uses yet (``acme``, ``acme-2``…)."""
-    base = _slug(company_name)
-    taken = set(session.scalars(sa.select(Partner.slug).where(
-        sa.or_(Partner.slug == base, Partner.slug.like(f"{base}-%")))))
-    if base not in taken:
-        return base
-    number = 2
-    while f"{base}-{number}" in taken:
-        number += 1
-    return f"{base}-{number}"
+    return slugs.unique_slug(session, Partner.slug, company_name, "partner")
 
 
 # Partners ---------------------------------------------------------------------

@@ -25,7 +25,7 @@ from fkod.core.errors import Conflict, NotFound, RateLimited, ValidationFailed, 
 from fkod.core.ids import public_id
 from fkod.core.ratelimit import LimitCheck, RateLimiterUnavailable
 from fkod.core.webhooks import signing
-from fkod.core.webhooks.catalog import EVENT_NAME, EVENT_PATTERN, pattern_matches
+from fkod.core.webhooks.catalog import EVENT_NAME, check_event_patterns, pattern_matches
 from fkod.core.webhooks.delivery import (
     RESERVED_HEADERS,
     previous_secret_active,
@@ -47,24 +47,6 @@ TEST_RESPONSE_CHARS = 1024
 
 
 # Checks -----------------------------------------------------------------------
-
-
-def _check_event_patterns(request, patterns: list[str]) -> list[str]:
-    host = request.registry["plugins"]
-    errors = []
-    for pattern in patterns:
-        if not EVENT_PATTERN.match(pattern):
-            errors.append(field_error("body", "event_types",
-                                      f"{pattern!r} is not an event type name or pattern"))
-        elif not host.event_catalog.matching(pattern, host.is_enabled):
-            errors.append(field_error(
-                "body", "event_types",
-                f"{pattern!r} matches no available event type; "
-                "see GET /api/webhooks/available-events",
-            ))
-    if errors:
-        raise ValidationFailed(errors[0]["description"], code="invalid_event_type", errors=errors)
-    return list(dict.fromkeys(patterns))
 
 
 def check_webhook_url(request, url: str) -> str:
@@ -113,7 +95,7 @@ def _enqueue_after_commit(request, delivery_ids: list[int]) -> None:
 def create_webhook(request, partner: Partner, data: dict) -> tuple[Webhook, str]:
     """Subscribe a URL to event types; return the endpoint and its new signing secret."""
     patterns = data.get("event_types") or [data["event_type"]]
-    patterns = _check_event_patterns(request, patterns)
+    patterns = check_event_patterns(request.registry["plugins"], patterns)
     require_live_mode_allowed(partner, data["mode"], "webhooks", request.user)
     url = check_webhook_url(request, data["url"])
     headers = _check_headers(data.get("headers") or {})
@@ -168,7 +150,8 @@ def update_webhook(request, webhook_id: int, data: dict) -> Webhook:
     if "event_type" in data:
         data["event_types"] = [data.pop("event_type")]
     if "event_types" in data:
-        data["event_types"] = _check_event_patterns(request, data["event_types"])
+        data["event_types"] = check_event_patterns(request.registry["plugins"],
+                                                   data["event_types"])
     if "url" in data:
         data["url"] = check_webhook_url(request, data["url"])
     if "headers" in data:

@@ -6,6 +6,8 @@ import dataclasses
 import fnmatch
 import re
 
+from fkod.core.errors import ValidationFailed, field_error
+
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 EVENT_PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.([a-z][a-z0-9_]*|\*))*)$")
 
@@ -59,3 +61,25 @@ class EventCatalog:
 
     def matching(self, pattern: str, is_enabled) -> list[EventType]:
         return [item for item in self.available(is_enabled) if pattern_matches(pattern, item.name)]
+
+
+def check_event_patterns(host, patterns: list[str]) -> list[str]:
+    """Return ``patterns`` without repeats, or raise 400 naming each invalid or unmatched one.
+
+    A pattern must be an event type name or a pattern such as ``course.*`` that
+    matches at least one event type of an enabled plugin of ``host``.
+    """
+    errors = []
+    for pattern in patterns:
+        if not EVENT_PATTERN.match(pattern):
+            errors.append(field_error("body", "event_types",
+                                      f"{pattern!r} is not an event type name or pattern"))
+        elif not host.event_catalog.matching(pattern, host.is_enabled):
+            errors.append(field_error(
+                "body", "event_types",
+                f"{pattern!r} matches no available event type; "
+                "see GET /api/webhooks/available-events",
+            ))
+    if errors:
+        raise ValidationFailed(errors[0]["description"], code="invalid_event_type", errors=errors)
+    return list(dict.fromkeys(patterns))
