@@ -1,6 +1,13 @@
-"""Demo data for the embedded default: a verified demo partner with a key, courses, mentors."""
+"""Demo data for the embedded default: a verified demo partner with a key, courses, mentors.
+
+It also creates F-KOD Labs, the verified publisher (slug ``fkod-labs``) of the
+integrations in ``plugins_contrib``, and marks those plugins trusted, so the
+next start-up lists their integrations in the marketplace without a review.
+"""
 
 from __future__ import annotations
+
+import secrets
 
 import sqlalchemy as sa
 
@@ -10,11 +17,16 @@ from fkod.core.auth.passwords import PasswordHasher
 from fkod.core.auth.scopes import SCOPES
 from fkod.core.billing.models import Plan
 from fkod.core.db import utcnow
+from fkod.core.plugin_models import PluginState
 from fkod.plugins.learning.models import Course, Mentor
 
 DEMO_EMAIL = "demo@fkod.example"
 DEMO_PASSWORD = "demo-password-123"
 DEMO_KEY_NAME = "demo key"
+LABS_SLUG = "fkod-labs"
+LABS_EMAIL = "labs@fkod.example"
+# The contributed plugins that F-KOD Labs publishes.
+LABS_PLUGINS = ("slack", "csv_export")
 
 COURSES = (
     ("Design Thinking 101", "Frame problems before solving them.", "beginner"),
@@ -69,6 +81,7 @@ def load_demo_data(session, settings: dict) -> str:
         created_by_user_id=user.id,
     ))
     session.flush()
+    _load_publisher(session, settings)
     return (
         "Demo data loaded.\n"
         f"  demo partner: {partner.company_name} (partner_{partner.id}), verified\n"
@@ -76,3 +89,26 @@ def load_demo_data(session, settings: dict) -> str:
         f"  test API key: {secret}\n"
         "  try:         curl -H 'Authorization: Bearer <key>' http://127.0.0.1:6543/api/v1/courses"
     )
+
+
+def _load_publisher(session, settings: dict) -> None:
+    """Create the F-KOD Labs partner and trust the plugins it publishes, if missing."""
+    if session.scalar(sa.select(Partner.id).where(Partner.slug == LABS_SLUG)) is None:
+        # Nobody logs in as this owner: its password is random and never shown.
+        password_hash = PasswordHasher.from_settings(settings).hash(secrets.token_urlsafe(32))
+        owner = User(email=LABS_EMAIL, name="F-KOD Labs", password_hash=password_hash,
+                     email_verified_at=utcnow())
+        session.add(owner)
+        session.flush()
+        labs = Partner(user_id=owner.id, company_name="F-KOD Labs", slug=LABS_SLUG,
+                       company_website="https://fkod.example", category="education",
+                       contact_email=LABS_EMAIL, status="active", verification_status="verified",
+                       description="Integrations built by the F-KOD team.")
+        session.add(labs)
+        session.flush()
+        session.add(PartnerMember(partner_id=labs.id, user_id=owner.id, role="owner"))
+    for name in LABS_PLUGINS:
+        state = session.get(PluginState, name) or PluginState(name=name)
+        state.trusted = True
+        session.add(state)
+    session.flush()

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from cryptography.fernet import Fernet
 
 from fkod.core.testing import wait_until_healthy
@@ -71,10 +72,13 @@ def test_demo_on_embedded_default(tmp_path):
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", server)
         demo = run([str(BIN / "fkod"), "demo", "--url", f"http://127.0.0.1:{port}"], env)
+        listed = httpx.get(f"http://127.0.0.1:{port}/api/marketplace/integrations").json()
     finally:
         stop(server)
     assert demo.returncode == 0, demo.stdout + (tmp_path / "server.log").read_text()
     assert "signature verified with the standardwebhooks library" in demo.stdout
+    slugs = {item["slug"]: item["partner"]["slug"] for item in listed["data"]}
+    assert slugs == {"slack-notifications": "fkod-labs", "csv-export": "fkod-labs"}
 
 
 def test_demo_on_production_stack(tmp_path, make_postgres_schema, redis_url):
