@@ -29,6 +29,7 @@ ALL_PERMISSIONS = frozenset({
     "partners:read", "partners:verify", "partners:suspend", "partners:overrides",
     "tickets:read", "tickets:write", "plans:read", "plans:write",
     "payouts:read", "payouts:write", "audit:read", "admins:read", "admins:write",
+    "integrations:read", "integrations:review", "plugins:read", "plugins:write",
 })
 
 ADMIN_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
@@ -36,13 +37,16 @@ ADMIN_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "superadmin": ALL_PERMISSIONS,
     "support": frozenset({
         "partners:read", "partners:verify", "tickets:read", "tickets:write", "audit:read",
+        "integrations:read", "integrations:review", "plugins:read", "plugins:write",
     }),
     "finance": frozenset({
         "partners:read", "partners:overrides", "plans:read", "plans:write",
-        "payouts:read", "payouts:write", "audit:read",
+        "payouts:read", "payouts:write", "audit:read", "integrations:read", "plugins:read",
+        "plugins:write",
     }),
     "readonly": frozenset({
         "partners:read", "tickets:read", "plans:read", "payouts:read", "audit:read",
+        "integrations:read", "plugins:read",
     }),
 }
 

@@ -1,8 +1,8 @@
 """Cornice services of the admin API for the review of every partner's integrations.
 
-Every admin role may read integrations (``partners:read``). Reviewing and
-featuring change what the marketplace lists for customers, so they need
-``partners:verify``, the permission that approves partners. Decisions are
+Every admin role may read integrations (``integrations:read``). Reviewing
+and featuring change what the marketplace lists for customers, so they need
+``integrations:review`` (superadmin and support roles). Decisions are
 audited; approval publishes integration.published to the owning partner.
 """
 
@@ -31,7 +31,7 @@ NOT_FOUND = ((404, "not_found"),)
 
 @operation(collection, "GET", summary="List integrations of every partner; the review queue, "
                                       "oldest submission first, by default",
-           auth=AUTH_ADMIN, permission="partners:read",
+           auth=AUTH_ADMIN, permission="integrations:read",
            query=schemas.AdminIntegrationListQuery, response=schemas.IntegrationSchema,
            paginated=True)
 def list_integrations(request):
@@ -39,7 +39,7 @@ def list_integrations(request):
 
 
 @operation(item, "GET", summary="Get an integration with its versions", auth=AUTH_ADMIN,
-           permission="partners:read", response=schemas.IntegrationDetailSchema,
+           permission="integrations:read", response=schemas.IntegrationDetailSchema,
            errors=NOT_FOUND)
 def get_integration(request):
     return integration_detail(request, integrations.get_integration(request,
@@ -47,7 +47,7 @@ def get_integration(request):
 
 
 @operation(review, "POST", summary="Approve (publish) or reject an integration in review",
-           auth=AUTH_ADMIN, permission="partners:verify", body=schemas.ReviewBody,
+           auth=AUTH_ADMIN, permission="integrations:review", body=schemas.ReviewBody,
            response=schemas.IntegrationDetailSchema,
            errors=(*NOT_FOUND, (409, "invalid_transition")))
 def review_integration(request):
@@ -59,7 +59,7 @@ def review_integration(request):
 
 @operation(featured, "PUT", summary="Feature a published integration at a rank, or stop "
                                     "featuring it",
-           auth=AUTH_ADMIN, permission="partners:verify", body=schemas.FeaturedBody,
+           auth=AUTH_ADMIN, permission="integrations:review", body=schemas.FeaturedBody,
            response=schemas.IntegrationDetailSchema,
            errors=(*NOT_FOUND, (409, "integration_not_published")))
 def set_featured(request):

@@ -13,10 +13,9 @@ import sqlalchemy as sa
 from cornice import Service
 from marshmallow import fields, validate
 
-from fkod.admin.auth import admin_role_permits
 from fkod.core import audit
 from fkod.core.api import AUTH_ADMIN, Dumped, Page, PageQuery, encode_cursor, operation
-from fkod.core.errors import Conflict, Forbidden, NotFound, field_error
+from fkod.core.errors import Conflict, NotFound, field_error
 from fkod.core.plugin_models import PluginState
 from fkod.core.plugins import FAILED, NOT_LOADED, PluginHost, PluginNotLoaded, PluginPinned
 from fkod.core.schemas import BodySchema, ResponseSchema, StrictBoolean, Text, Timestamp
@@ -29,10 +28,6 @@ plugin = Service(name="admin_plugin", path="/api/admin/plugins/{name}",
 
 SERVICES = (plugins, plugin)
 PLUGIN_STATES = ("enabled", "disabled", "failed")
-READ_PERMISSION = "partners:read"
-# NOTE: admin roles have no plugin permission of their own in fkod.admin.auth;
-# a role that has any of these may change plugins.
-CHANGE_PERMISSIONS = ("partners:verify", "partners:suspend", "partners:overrides")
 NOT_FOUND = ((404, "not_found"),)
 
 
@@ -161,21 +156,11 @@ def _plugin_name(request) -> str:
     return name
 
 
-def _require_change_permission(request) -> None:
-    role = request.admin.role
-    if not any(admin_role_permits(role, permission) for permission in CHANGE_PERMISSIONS):
-        raise Forbidden(
-            f"The admin role {role} may not change plugins; it needs one of the permissions "
-            f"{', '.join(CHANGE_PERMISSIONS)}.", code="missing_permission",
-            errors=[field_error("header", "Authorization",
-                                f"requires one of {', '.join(CHANGE_PERMISSIONS)}")])
-
-
 # Operations ---------------------------------------------------------------------------
 
 
 @operation(plugins, "GET", summary="List installed plugins, by name, with state and contributions",
-           auth=AUTH_ADMIN, permission=READ_PERMISSION, query=PluginListQuery,
+           auth=AUTH_ADMIN, permission="plugins:read", query=PluginListQuery,
            response=PluginSchema, paginated=True)
 def list_plugins(request):
     host = _host(request)
@@ -195,7 +180,7 @@ def list_plugins(request):
 
 
 @operation(plugin, "GET", summary="Get one plugin with the outcome of its integration sync",
-           auth=AUTH_ADMIN, permission=READ_PERMISSION, response=PluginDetailSchema,
+           auth=AUTH_ADMIN, permission="plugins:read", response=PluginDetailSchema,
            errors=NOT_FOUND)
 def get_plugin(request):
     name = _plugin_name(request)
@@ -204,10 +189,9 @@ def get_plugin(request):
 
 
 @operation(plugin, "PUT", summary="Enable, disable, trust or untrust a plugin", auth=AUTH_ADMIN,
-           permission=READ_PERMISSION, body=UpdatePluginBody, response=PluginDetailSchema,
+           permission="plugins:write", body=UpdatePluginBody, response=PluginDetailSchema,
            errors=(*NOT_FOUND, (409, "plugin_pinned"), (409, "plugin_failed")))
 def update_plugin(request):
-    _require_change_permission(request)
     name = _plugin_name(request)
     host = _host(request)
     data = request.validated

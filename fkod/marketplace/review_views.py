@@ -25,9 +25,8 @@ admin_review = Service(name="admin_review", path="/api/admin/reviews/{id}",
                        description="Show or hide a review")
 
 NOT_FOUND = ((404, "not_found"),)
-# The admin permission that moderating a review needs: the one that lets an
-# admin decide on partners' standing (superadmin and support roles).
-MODERATE_PERMISSION = "partners:verify"
+# The admin permission that moderating a review needs (superadmin and support roles).
+MODERATE_PERMISSION = "integrations:review"
 
 
 def _dump(view: dict, schema=schemas.ReviewSchema) -> Dumped:
