@@ -121,7 +121,9 @@ def install_plugin(tmp_path, distribution: str, entry_name: str, module: str, so
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{distribution}-1.0.dist-info"
+    # A .dist-info folder name spells the distribution with underscores, because
+    # importlib.metadata reads the name only up to the first hyphen.
+    info = site / f"{distribution.replace('-', '_')}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[fkod.plugins]\n{entry_name} = {module}\n")
