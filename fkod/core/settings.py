@@ -227,6 +227,9 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("webhooks.in_flight_timeout_seconds", _as_int, "120",
              "After this many seconds a claimed delivery is considered lost and is retried.",
              minimum=10),
+    _setting("marketplace.event_hook_timeout_seconds", _as_int, "120",
+             "How long one call of a plugin's fkod_integration_event hook may run before it "
+             "is stopped and retried, in seconds.", minimum=10, maximum=3600),
     _setting("mail.backend", _as_str, "log",
              "Where outgoing mail goes: log writes it to the log, smtp sends it, memory keeps "
              "it in the process (tests).", choices=("log", "smtp", "memory")),

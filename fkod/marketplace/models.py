@@ -144,3 +144,35 @@ class IntegrationReview(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=sa.func.now()
     )
+
+
+class IntegrationReaction(Base):
+    """One call of a plugin's ``fkod_integration_event`` hook for one event and install.
+
+    Written in the event's transaction, so the call is stored even when the
+    message that runs it is lost. ``attempts`` counts the calls started,
+    including one whose worker stopped before recording its outcome.
+    """
+
+    __tablename__ = "integration_reactions"
+    __table_args__ = (
+        sa.UniqueConstraint("event_id", "install_id"),
+        sa.Index("idx_integration_reactions_due", "status", "next_attempt_at"),
+        sa.Index("idx_integration_reactions_install_id", "install_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id"))
+    install_id: Mapped[int] = mapped_column(sa.ForeignKey("integration_installs.id"))
+    # pending -> running -> succeeded, or back to pending with next_attempt_at
+    # after a failed call, or failed once the attempts are spent or the install
+    # no longer takes events.
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime | None]
+    # A worker that claims the reaction holds it until this moment; past it,
+    # the sweeper treats the call as lost.
+    locked_until: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+    completed_at: Mapped[dt.datetime | None]

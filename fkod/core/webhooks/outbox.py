@@ -24,8 +24,6 @@ from fkod.core.webhooks.models import Event, Webhook, WebhookEvent
 log = logging.getLogger(__name__)
 
 DELIVER_ACTOR = "deliver_webhook"
-# Declared by fkod.marketplace.reactions: runs plugins' hooks for the installs an event reaches.
-REACT_ACTOR = "react_to_event"
 
 
 def new_event_id() -> str:
@@ -96,7 +94,11 @@ def publish_event(session, *, event_type: str, data: dict, livemode: bool,
 
 def publish(request, event_type: str, data: dict, *, livemode: bool,
             partner_ids: Iterable[int]) -> Event:
-    """Publish from a request: its session and id, deliveries enqueued after its commit."""
+    """Publish from a request: its session and id, deliveries enqueued after its commit.
+
+    When the marketplace is set up, the plugin hook calls the event causes
+    (:mod:`fkod.marketplace.reactions`) are stored in the same transaction.
+    """
     registry = request.registry
     event, deliveries = publish_event(
         request.dbsession, event_type=event_type, data=data, livemode=livemode,
@@ -106,5 +108,7 @@ def publish(request, event_type: str, data: dict, *, livemode: bool,
     tasks = registry["tasks"]
     for delivery in deliveries:
         tasks.send_after_commit(request.tm, DELIVER_ACTOR, delivery.id)
-    tasks.send_after_commit(request.tm, REACT_ACTOR, event.id)
+    reactor = registry.get("integration_reactor")
+    if reactor is not None:
+        reactor.record_reactions(request.dbsession, request.tm, event)
     return event
