@@ -75,6 +75,21 @@ def test_name_match_outranks_description(world):
     assert ranked[0] == "Course Sync"
 
 
+def test_tiers_come_in_order(client, app):
+    # The most installed integration is a text match only, so popularity cannot explain the order.
+    def build(session):
+        partner = add_partner(session, "tiers", "Tier Labs")
+        add_integration(session, partner, "Backup Sync", install_count=900)
+        add_integration(session, partner, "Sync Pro", install_count=5)
+        add_integration(session, partner, "Sync", install_count=1)
+
+    run_in_transaction(app.registry["db.session_factory"], build)
+    data = client.web.get(SEARCH, params={"q": "sync"}).json["data"]
+    assert [item["name"] for item in data] == ["Sync", "Sync Pro", "Backup Sync"]
+    assert [item["match"] for item in data] == ["exact", "prefix", "text"]
+    assert all(item["partner"]["company_name"] == "Tier Labs" for item in data)
+
+
 def test_unlisted_never_found(world):
     for q in ("draft thing", "old tool", "shady", "shady analytics"):
         assert found(world, q) == [], q
@@ -105,6 +120,22 @@ def test_search_pages(world):
     seen, cursor = [], None
     for _ in range(5):
         params = {"q": "acme", "limit": 1, **({"cursor": cursor} if cursor else {})}
+        body = search(world, **params).json
+        seen.extend(item["name"] for item in body["data"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == everything
+
+
+def test_search_sort_name_pages(world):
+    everything = found(world, "acme", sort="name")
+    assert everything == ["Course Sync", "Grade Export", "Slack Notifications"]
+    seen, cursor = [], None
+    for _ in range(5):
+        params = {"q": "acme", "limit": 1, "sort": "name"}
+        if cursor:
+            params["cursor"] = cursor
         body = search(world, **params).json
         seen.extend(item["name"] for item in body["data"])
         cursor = body["next_cursor"]
