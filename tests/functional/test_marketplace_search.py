@@ -115,33 +115,32 @@ def test_search_sort_popular(world):
         "Slack Notifications", "Course Sync", "Grade Export"]
 
 
-def test_search_pages(world):
-    everything = found(world, "acme")
+def names_page_by_page(world, **params) -> list[str]:
+    """Search one result per page, following next_cursor, and return the names in order."""
     seen, cursor = [], None
     for _ in range(5):
-        params = {"q": "acme", "limit": 1, **({"cursor": cursor} if cursor else {})}
-        body = search(world, **params).json
+        page_params = {"limit": 1, **params}
+        if cursor:
+            page_params["cursor"] = cursor
+        body = search(world, **page_params).json
         seen.extend(item["name"] for item in body["data"])
         cursor = body["next_cursor"]
         if cursor is None:
             break
-    assert seen == everything
+    return seen
+
+
+def test_search_pages(world):
+    everything = found(world, "acme")
+
+    assert names_page_by_page(world, q="acme") == everything
 
 
 def test_search_sort_name_pages(world):
     everything = found(world, "acme", sort="name")
+
     assert everything == ["Course Sync", "Grade Export", "Slack Notifications"]
-    seen, cursor = [], None
-    for _ in range(5):
-        params = {"q": "acme", "limit": 1, "sort": "name"}
-        if cursor:
-            params["cursor"] = cursor
-        body = search(world, **params).json
-        seen.extend(item["name"] for item in body["data"])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == everything
+    assert names_page_by_page(world, q="acme", sort="name") == everything
 
 
 @pytest.mark.parametrize(("params", "field"), [
