@@ -91,7 +91,8 @@ def fkod_integration_installed(install: InstallContext) -> None:
     """React to a customer installing one of the plugin's integrations.
 
     Called only for the plugin that ships the integration, inside the install
-    request and before it commits. Raise
+    request and before it commits, and again with the new configuration when
+    the customer changes it, so the hook must accept an install it has seen. Raise
     :class:`fkod.core.integrations.IntegrationError` to reject the install with
     a message for the customer. Any other exception rejects it too and is
     logged as a fault of the plugin.

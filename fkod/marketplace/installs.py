@@ -19,6 +19,7 @@ import json
 import logging
 
 import jsonschema
+import regex
 import sqlalchemy as sa
 
 from fkod.core import audit, jsonutil
@@ -40,6 +41,8 @@ MASK = "********"
 TENANCY_SOURCE = "installed"
 MAX_CONFIG_ERRORS = 50
 MAX_ERROR_DESCRIPTION = 300
+# The longest one value may take to match a partner's ``pattern``.
+PATTERN_TIMEOUT_SECONDS = 0.05
 
 
 # Plugin hooks -------------------------------------------------------------------------
@@ -88,6 +91,33 @@ def _rule_error(error: jsonschema.ValidationError) -> dict:
     return field_error("body", ".".join(path), description)
 
 
+def _pattern_with_timeout(validator, pattern, instance, schema):
+    """Check the ``pattern`` keyword with a time limit on each match.
+
+    A partner writes the pattern and a customer the value, so a pattern with
+    nested repetition such as ``^(a|a)+$`` could otherwise take minutes of CPU.
+    """
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = regex.search(pattern, instance, timeout=PATTERN_TIMEOUT_SECONDS)
+    except TimeoutError:
+        yield jsonschema.ValidationError(
+            f"checking the value against the pattern {pattern!r} took longer than "
+            f"{PATTERN_TIMEOUT_SECONDS} s; send a shorter value")
+        return
+    except regex.error:
+        yield jsonschema.ValidationError(f"the pattern {pattern!r} is not a valid regular "
+                                         "expression; ask the integration's partner to fix it")
+        return
+    if found is None:
+        yield jsonschema.ValidationError(f"does not match {pattern!r}")
+
+
+ConfigValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                               {"pattern": _pattern_with_timeout})
+
+
 def validate_config(integration: Integration, config: dict) -> None:
     """Raise a 400 naming each invalid field as ``config.<path>`` with the rule it breaks.
 
@@ -99,7 +129,7 @@ def validate_config(integration: Integration, config: dict) -> None:
                               "additionalProperties: this integration takes no configuration")
                   for name in sorted(config)]
     else:
-        validator = jsonschema.Draft202012Validator(
+        validator = ConfigValidator(
             schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
         found = sorted(validator.iter_errors(config),
                        key=lambda error: [str(part) for part in error.absolute_path])
@@ -337,7 +367,11 @@ def _caller_install(request, integration_public_id: str) -> IntegrationInstall:
 
 
 def update_config(request, integration_public_id: str, config: dict) -> IntegrationInstall:
-    """Replace the configuration of the caller's install after validating it."""
+    """Replace the configuration of the caller's install after validating it.
+
+    The plugin's install hook checks the new configuration as it checked the
+    first one, and a rejection leaves the stored configuration as it was.
+    """
     row = _caller_install(request, integration_public_id)
     integration = row.integration
     stored = decrypt_config(request.registry["webhook_vault"], row.config)
@@ -346,6 +380,7 @@ def update_config(request, integration_public_id: str, config: dict) -> Integrat
     row.config = encrypt_config(request, config)
     row.updated_at = utcnow()
     request.dbsession.flush()
+    _run_installed_hook(request, integration, row, config)
     log.info("install configuration changed", extra={"install_id": row.id,
                                                      "user_id": row.user_id})
     return row

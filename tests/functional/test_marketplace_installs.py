@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -430,6 +431,38 @@ def test_update_config_validated(hook_client, hook_app, customer, integration):
         token = session.scalar(sa.select(IntegrationInstall.config))
     stored = json.loads(hook_app.registry["webhook_vault"].decrypt(token))
     assert stored["webhook_url"] == GOOD_CONFIG["webhook_url"]
+
+
+def test_update_config_rejected_by_hook(hook_client, hook_app, customer, integration,
+                                        calls_file):
+    install(hook_client, customer, integration, GOOD_CONFIG)
+
+    response = hook_client.web.put_json(install_url(integration),
+                                        {"config": {**GOOD_CONFIG, "mode": "refuse"}},
+                                        headers=customer.headers, status=422)
+
+    assert response.json["code"] == "integration_refused"
+    listed = hook_client.web.get("/api/marketplace/installs", headers=customer.headers).json
+    assert "mode" not in listed["data"][0]["config"]
+    assert len(hook_calls(calls_file, "installed")) == 1
+
+
+def test_backtracking_pattern_times_out(hook_client, hook_app, customer, publisher):
+    # Python's re module backtracks exponentially on this pattern with a long
+    # run of "a" followed by another character.
+    schema = {"type": "object", "properties": {"code": {"type": "string",
+                                                        "pattern": "^(a|a)+$"}}}
+    integration_id = add_integration(hook_app, publisher.partner_id, plugin_name=None,
+                                     config_schema=schema)
+    started = time.monotonic()
+
+    response = install(hook_client, customer, integration_id, {"code": "a" * 40 + "!"},
+                       status=400)
+
+    assert time.monotonic() - started < 5
+    assert response.json["errors"][0]["name"] == "config.code"
+    assert "took longer" in response.json["errors"][0]["description"]
+    install(hook_client, customer, integration_id, {"code": "aaa"})
 
 
 def test_update_without_install(hook_client, customer, integration):
