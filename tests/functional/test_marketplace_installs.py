@@ -465,6 +465,19 @@ def test_backtracking_pattern_times_out(hook_client, hook_app, customer, publish
     install(hook_client, customer, integration_id, {"code": "aaa"})
 
 
+def test_uri_format_checked(hook_client, hook_app, customer, publisher):
+    schema = {"type": "object", "properties": {"url": {"type": "string", "format": "uri"}}}
+    integration_id = add_integration(hook_app, publisher.partner_id, plugin_name=None,
+                                     config_schema=schema)
+
+    response = install(hook_client, customer, integration_id, {"url": "not a url"},
+                       status=400)
+
+    assert response.json["errors"][0]["name"] == "config.url"
+    assert response.json["errors"][0]["description"].startswith("format:")
+    install(hook_client, customer, integration_id, {"url": "https://hooks.example/T1"})
+
+
 def test_update_without_install(hook_client, customer, integration):
     response = hook_client.web.put_json(install_url(integration), {"config": {"channel": "#a"}},
                                         headers=customer.headers, status=404)
