@@ -167,7 +167,19 @@ def update_review(request, integration_public_id: str, data: dict) -> dict:
 
 
 def delete_review(request, integration_public_id: str) -> None:
+    """Delete the caller's review.
+
+    A review an admin has hidden loses its title and text but keeps its row, so
+    deleting it and posting again cannot undo the moderation.
+    """
     integration, review = _caller_review(request, integration_public_id)
+    if review.status == "hidden":
+        review.title = None
+        review.body = None
+        request.dbsession.flush()
+        log.info("hidden review emptied", extra={"review_id": review.id,
+                                                  "integration_id": integration.id})
+        return
     request.dbsession.delete(review)
     recompute_rating(request.dbsession, integration)
     log.info("review deleted", extra={"review_id": review.id, "integration_id": integration.id})

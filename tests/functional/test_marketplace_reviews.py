@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session
 from fkod.admin.testing import admin_with_headers
 from fkod.core.audit import AuditEntry
 from fkod.core.auth.models import PartnerMember
+from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.testing import TestClient
+from fkod.marketplace.models import IntegrationReview
 from tests.conftest import STACK
 from tests.envelope import assert_envelope
 from tests.functional.test_marketplace_installs import (
@@ -274,6 +276,25 @@ def test_admin_hides_review(client, app, integration):
     client.web.put_json(f"/api/admin/reviews/{review_id}",
                         {"status": "visible", "reason": "Appeal accepted"}, headers=headers)
     assert rating_of(app, integration) == (Decimal("3.00"), 2)
+
+
+def test_hidden_review_survives_delete(client, app, integration):
+    customer = installed_customer(client, integration)
+    review_id = review(client, customer, integration, 1, body="Buy my course").json["id"]
+    _admin, headers = admin_with_headers(client, "support")
+    client.web.put_json(f"/api/admin/reviews/{review_id}",
+                        {"status": "hidden", "reason": "Spam"}, headers=headers)
+
+    client.web.delete(review_url(integration), headers=customer.headers, status=204)
+    again = review(client, customer, integration, 1, status=409)
+
+    assert again.json["code"] == "review_exists"
+    assert client.web.get(reviews_url(integration)).json["data"] == []
+    assert rating_of(app, integration) == (None, 0)
+    stored = run_in_transaction(app.registry["db.session_factory"], lambda session: session.get(
+        IntegrationReview, int(review_id.removeprefix("rev_"))))
+    assert stored.status == "hidden"
+    assert stored.body is None
 
 
 def test_moderation_checks(client, integration):
