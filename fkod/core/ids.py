@@ -17,7 +17,9 @@ def parse_id(kind: str, value: str, *, noun: str | None = None) -> int:
     """Return the number of an id like ``user_123``; anything else is a 404."""
     prefix = f"{kind}_"
     digits = value[len(prefix):] if isinstance(value, str) and value.startswith(prefix) else ""
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10 or int(digits) > _MAX_ID:
+    # One spelling per id: "user_07" names no row, so it cannot alias "user_7".
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10 \
+            or digits != str(int(digits)) or int(digits) > _MAX_ID:
         raise NotFound(f"No {noun or kind} with id {value!r}.")
     return int(digits)
 
