@@ -118,7 +118,13 @@ class PaymentResult:
 
 @dataclasses.dataclass(frozen=True)
 class PayoutRequest:
-    """A transfer of a partner's earnings to the partner's account at the provider."""
+    """A transfer of a partner's earnings to the partner's account at the provider.
+
+    ``destination`` is the partner's payout destination as the provider's
+    :meth:`PaymentProvider.check_payout_destination` accepted it: bank
+    details for a bank transfer, an email address for PayPal, a connected
+    account id (``acct_…``) for Stripe.
+    """
 
     destination: str
     amount: Decimal
@@ -142,6 +148,34 @@ class ProviderEvent:
     data: dict
 
 
+UPDATE_KINDS = (
+    "payment_succeeded", "payment_failed", "refund_succeeded", "chargeback",
+    "payout_paid", "payout_failed", "payment_method_ready",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BillingUpdate:
+    """What an inbound provider event means for the platform's records.
+
+    ``kind`` is one of :data:`UPDATE_KINDS`. ``provider_id`` names the record
+    the platform stored when it made the call: the ``provider_id`` of the
+    :class:`PaymentResult` of a charge (for payment, refund and chargeback
+    updates) or of a payout (for payout updates), or the provider's customer
+    id (for ``payment_method_ready``). ``amount`` is the refunded or disputed
+    amount for refunds and chargebacks, and None otherwise. ``occurred_at`` is
+    when the provider says it happened, so that updates arriving out of order
+    can be told apart.
+    """
+
+    kind: str
+    provider_id: str
+    occurred_at: dt.datetime
+    amount: Decimal | None = None
+    currency: str = "USD"
+    reason: str | None = None
+
+
 class PaymentProvider(abc.ABC):
     """A payment provider: customers, payment methods, charges, refunds, payouts, webhooks.
 
@@ -155,6 +189,9 @@ class PaymentProvider(abc.ABC):
     name: str
     display_name: str
     currencies: tuple[str, ...]
+    #: The partner payout method the provider serves (``bank_transfer``,
+    #: ``paypal``, ``stripe``), or None when it does not pay partners out.
+    payout_method: str | None = None
 
     @abc.abstractmethod
     def create_customer(self, customer: CustomerDetails) -> ProviderCustomer:
@@ -204,6 +241,24 @@ class PaymentProvider(abc.ABC):
         that a payment method became usable. It must be idempotent on
         ``event.id``, because providers deliver at least once.
         """
+
+    def check_payout_destination(self, destination: str) -> str | None:
+        """Return why ``destination`` cannot receive payouts, or None when it can.
+
+        The default accepts any non-empty value; providers with a fixed format
+        (an email address, an account id) override it.
+        """
+        return None if destination.strip() else "must not be empty"
+
+    def interpret(self, event: ProviderEvent) -> list[BillingUpdate]:
+        """Translate a verified inbound event into the updates the billing engine applies.
+
+        The default knows no event and returns an empty list, which the
+        engine records and otherwise ignores. The engine applies each event
+        id once; the updates of one event must not depend on what the
+        provider was told earlier, because events arrive out of order.
+        """
+        return []
 
     def describe(self) -> dict:
         """Return the provider's public description for admins and the portal."""
