@@ -50,6 +50,8 @@ class Integration(Base):
     pricing_model: Mapped[str] = mapped_column(
         sa.String(20), default="free", server_default="free")
     price_cents: Mapped[int | None]
+    # USD per API call made with the integration's credentials; NULL is none.
+    price_per_call: Mapped[Decimal | None] = mapped_column(sa.Numeric(12, 6, asdecimal=True))
     rating: Mapped[Decimal | None] = mapped_column(sa.Numeric(3, 2, asdecimal=True))
     review_count: Mapped[int] = mapped_column(default=0, server_default="0")
     install_count: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -111,6 +111,12 @@ class Partner(Base):
     suspension_reason: Mapped[str | None] = mapped_column(sa.String(500))
     # Admin overrides; NULL means the plan's or the platform's default.
     commission_rate: Mapped[Decimal | None] = mapped_column(sa.Numeric(5, 4))
+    # bank_transfer, paypal or stripe; the destination is encrypted like bank_account
+    # (bank details for a transfer, an email for PayPal, an acct_ id for Stripe).
+    payout_method: Mapped[str | None] = mapped_column(sa.String(20))
+    payout_destination: Mapped[str | None] = mapped_column(sa.Text)
+    # The provider the partner's plan invoices go through; NULL is the platform default.
+    billing_provider: Mapped[str | None] = mapped_column(sa.String(50))
     rate_limit_overrides: Mapped[dict | None] = mapped_column(JSONType)
     deletion_requested_at: Mapped[dt.datetime | None]
     deleted_at: Mapped[dt.datetime | None]
@@ -193,6 +199,9 @@ class ApiKey(Base):
         default=utcnow, onupdate=utcnow, server_default=sa.func.now()
     )
     expires_at: Mapped[dt.datetime | None]
+    # The partner's integration the key calls for; its calls earn the integration's
+    # per-call price.
+    integration_id: Mapped[int | None] = mapped_column(sa.ForeignKey("integrations.id"))
 
     partner: Mapped[Partner] = orm.relationship()
 
