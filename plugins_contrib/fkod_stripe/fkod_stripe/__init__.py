@@ -1,5 +1,10 @@
 """F-KOD plugin: Stripe as a payment provider.
 
+The provider (:mod:`fkod_stripe.provider`) creates customers and
+SetupIntents, charges through invoices, refunds them, pays partners out by
+Connect transfers, and verifies and interprets Stripe's webhooks. Tests run it
+against :class:`fkod_stripe.testing.FakeStripe`, a local fake of the Stripe API.
+
 Settings, read from the platform's .ini when the app is built. Each can also
 come from the environment variable named after it (``FKOD_STRIPE_API_KEY``
 for ``fkod_stripe.api_key``), or from a variable the .ini names as
@@ -13,7 +18,7 @@ for ``fkod_stripe.api_key``), or from a variable the .ini names as
     points at ``/api/billing/providers/stripe/webhook``.
 ``fkod_stripe.api_base``
     The Stripe API address, ``https://api.stripe.com`` by default; tests
-    point it at a local fake server.
+    point it at ``FakeStripe.url``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,28 @@
-"""The Stripe implementation of :class:`fkod.core.billing.providers.PaymentProvider`."""
+"""The Stripe implementation of :class:`fkod.core.billing.providers.PaymentProvider`.
+
+A charge is a Stripe invoice with one invoice item: the invoice is created,
+finalized and, for ``charge_automatically``, paid at once, and its id
+(``in_…``) is the ``provider_id`` of the charge. A refund refunds the payment
+of that invoice. A payout is a Stripe Connect transfer to the partner's
+connected account (``acct_…``). Every call that moves money sends an
+idempotency key derived from the caller's key, so a retry bills, refunds or
+pays out once.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 
 import stripe
 
 from fkod.core.billing.providers import (
+    COLLECTION_METHODS,
+    BillingUpdate,
     ChargeRequest,
     CustomerDetails,
     PaymentMethodSetup,
@@ -32,21 +44,27 @@ WEBHOOK_TOLERANCE_SECONDS = 300
 SIGNATURE_HEADER = "stripe-signature"
 # Calls that carry an idempotency key are safe to retry on a network error or a 5xx.
 MAX_NETWORK_RETRIES = 2
+CONNECT_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]+$")
+CENT = Decimal("0.01")
+# The refund reasons Stripe accepts. Other reasons go to the refund's metadata only.
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+INVOICE_STATUSES = {"paid": "succeeded", "open": "pending", "draft": "pending",
+                    "void": "failed", "uncollectible": "failed"}
+REFUND_STATUSES = {"succeeded": "succeeded", "pending": "pending",
+                   "requires_action": "pending", "failed": "failed", "canceled": "failed"}
 
 
 class StripeProvider(PaymentProvider):
-    """Customers, payment methods and inbound webhooks through the Stripe API.
+    """Customers, payment methods, invoices, refunds, transfers and webhooks through Stripe.
 
     The client is created on first use, so a provider without an API key
     still registers and verifies webhooks.
     """
 
-    # NOTE: charges, invoices, refunds and payouts (Stripe Connect transfers)
-    # arrive with the billing engine; until then they raise NotImplementedError.
-
     name = "stripe"
     display_name = "Stripe"
     currencies = ("USD",)
+    payout_method = "stripe"
 
     def __init__(self, *, api_key: str, webhook_secret: str, api_base: str = DEFAULT_API_BASE):
         self._api_key = api_key
@@ -101,15 +119,112 @@ class StripeProvider(PaymentProvider):
             raise _provider_error("starting the payment-method set-up", exc) from exc
         return PaymentMethodSetup(setup_id=intent.id, client_secret=intent.client_secret)
 
+    def check_payout_destination(self, destination: str) -> str | None:
+        if CONNECT_ACCOUNT.match(destination.strip()):
+            return None
+        return ("must be the id of a Stripe Connect account: acct_ followed by letters and "
+                "digits")
+
     def charge(self, request: ChargeRequest) -> PaymentResult:
-        raise NotImplementedError("Stripe charges and invoices are not built yet.")
+        cents = _cents(request.amount, request.currency, "charge")
+        if request.collection not in COLLECTION_METHODS:
+            methods = ", ".join(COLLECTION_METHODS)
+            raise PaymentProviderError(
+                f"Collection {request.collection!r} is not one of {methods}.")
+        invoice_params = {
+            "customer": request.provider_customer_id,
+            "currency": "usd",
+            "collection_method": request.collection,
+            "description": request.description,
+            "metadata": dict(request.metadata),
+            # The invoice is finalized and paid below, so Stripe must not advance
+            # it on its own. Other pending items of the customer stay out of it.
+            "auto_advance": False,
+            "pending_invoice_items_behavior": "exclude",
+        }
+        if request.collection == "send_invoice":
+            if not request.days_until_due or request.days_until_due < 1:
+                raise PaymentProviderError(
+                    "An invoice sent to the customer needs days_until_due of 1 or more.")
+            invoice_params["days_until_due"] = request.days_until_due
+        key = request.idempotency_key
+        client = self._stripe(self.livemode)
+        try:
+            invoice = client.v1.invoices.create(
+                params=invoice_params, options={"idempotency_key": f"{key}-invoice"})
+            client.v1.invoice_items.create(
+                params={"customer": request.provider_customer_id, "invoice": invoice.id,
+                        "amount": cents, "currency": "usd",
+                        "description": request.description},
+                options={"idempotency_key": f"{key}-item"})
+            invoice = client.v1.invoices.finalize_invoice(
+                invoice.id, params={"auto_advance": False},
+                options={"idempotency_key": f"{key}-finalize"})
+            if request.collection == "send_invoice":
+                invoice = client.v1.invoices.send_invoice(
+                    invoice.id, options={"idempotency_key": f"{key}-send"})
+            elif invoice.status == "open":
+                invoice = client.v1.invoices.pay(
+                    invoice.id, options={"idempotency_key": f"{key}-pay"})
+        except stripe.CardError as exc:
+            # The invoice exists and stays open. Stripe also sends invoice.payment_failed.
+            reason = exc.user_message or str(exc)
+            log.info("stripe charge declined", extra={"invoice": invoice.id, "code": exc.code})
+            return PaymentResult(provider_id=invoice.id, status="failed", amount=request.amount,
+                                 currency="USD", failure_reason=reason)
+        except stripe.StripeError as exc:
+            raise _provider_error("charging the Stripe customer", exc) from exc
+        status = INVOICE_STATUSES.get(invoice.status, "pending")
+        log.info("stripe invoice charged", extra={"invoice": invoice.id, "status": status})
+        return PaymentResult(provider_id=invoice.id, status=status, amount=request.amount,
+                             currency="USD")
 
     def refund(self, provider_payment_id: str, *, amount: Decimal | None,
                idempotency_key: str, reason: str = "") -> PaymentResult:
-        raise NotImplementedError("Stripe refunds are not built yet.")
+        params: dict = {"metadata": {"fkod_invoice": provider_payment_id}}
+        if amount is not None:
+            params["amount"] = _cents(amount, "USD", "refund")
+        if reason in REFUND_REASONS:
+            params["reason"] = reason
+        elif reason:
+            params["metadata"]["fkod_reason"] = reason[:500]
+        client = self._stripe(self.livemode)
+        try:
+            invoice = client.v1.invoices.retrieve(
+                provider_payment_id, params={"expand": ["payments"]}).to_dict()
+            params.update(_invoice_payment(invoice))
+            refund = client.v1.refunds.create(params=params,
+                                              options={"idempotency_key": idempotency_key})
+        except stripe.StripeError as exc:
+            raise _provider_error("refunding the Stripe invoice", exc) from exc
+        status = REFUND_STATUSES.get(refund.status or "", "pending")
+        failure = None
+        if status == "failed":
+            failure = getattr(refund, "failure_reason", None) or "Stripe could not refund."
+        log.info("stripe refund created", extra={"invoice": provider_payment_id,
+                                                 "refund": refund.id, "status": status})
+        return PaymentResult(provider_id=refund.id, status=status,
+                             amount=_decimal(refund.amount), currency=refund.currency.upper(),
+                             failure_reason=failure)
 
     def payout(self, request: PayoutRequest) -> PaymentResult:
-        raise NotImplementedError("Stripe payouts are not built yet.")
+        problem = self.check_payout_destination(request.destination)
+        if problem:
+            raise PaymentProviderError(f"Payout destination {problem}.")
+        cents = _cents(request.amount, request.currency, "payout")
+        params = {"amount": cents, "currency": "usd", "destination": request.destination.strip()}
+        if request.description:
+            params["description"] = request.description
+        client = self._stripe(self.livemode)
+        try:
+            transfer = client.v1.transfers.create(
+                params=params, options={"idempotency_key": request.idempotency_key})
+        except stripe.StripeError as exc:
+            raise _provider_error("transferring to the Stripe account", exc) from exc
+        log.info("stripe transfer created", extra={"transfer": transfer.id})
+        # A transfer moves the money at once. A later transfer.reversed event fails it.
+        return PaymentResult(provider_id=transfer.id, status="succeeded",
+                             amount=_decimal(transfer.amount), currency=transfer.currency.upper())
 
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         if not self._webhook_secret:
@@ -146,6 +261,148 @@ class StripeProvider(PaymentProvider):
             raise WebhookSignatureError(
                 "The body is signed but is not a Stripe event: it lacks id, type or created."
             ) from None
+
+    def interpret(self, event: ProviderEvent) -> list[BillingUpdate]:
+        """Map a Stripe event to billing updates.
+
+        A charge or a dispute names its invoice only in older Stripe API
+        versions. Otherwise the invoice is looked up at Stripe by the payment
+        intent. That look-up raises :class:`PaymentProviderError` when Stripe
+        cannot be reached, so that the event can be delivered again.
+        """
+        handler = _EVENT_HANDLERS.get(event.type)
+        if handler is None:
+            return []
+        try:
+            update = handler(self, event)
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            log.warning("stripe event lacks a field", extra={
+                "event": event.id, "type": event.type, "error": repr(exc)})
+            return []
+        return [update] if update is not None else []
+
+    def _invoice_of(self, obj: dict, event: ProviderEvent) -> str | None:
+        invoice = obj.get("invoice")
+        if isinstance(invoice, dict):
+            invoice = invoice.get("id")
+        if invoice:
+            return str(invoice)
+        intent = obj.get("payment_intent")
+        if isinstance(intent, dict):
+            intent = intent.get("id")
+        if not intent:
+            log.warning("stripe event has no payment intent",
+                        extra={"event": event.id, "type": event.type})
+            return None
+        client = self._stripe(self.livemode)
+        try:
+            found = client.v1.invoice_payments.list(
+                params={"payment": {"type": "payment_intent", "payment_intent": intent},
+                        "limit": 1})
+        except stripe.StripeError as exc:
+            raise _provider_error("finding the invoice of a Stripe payment", exc) from exc
+        for payment in found.data:
+            invoice = payment.invoice
+            return invoice if isinstance(invoice, str) else invoice.id
+        log.info("stripe payment belongs to no invoice",
+                 extra={"event": event.id, "payment_intent": intent})
+        return None
+
+    def _paid(self, event: ProviderEvent) -> BillingUpdate:
+        return BillingUpdate(kind="payment_succeeded", provider_id=str(event.data["id"]),
+                             occurred_at=event.created, currency=_currency(event.data))
+
+    def _payment_failed(self, event: ProviderEvent) -> BillingUpdate:
+        error = event.data.get("last_finalization_error") or {}
+        return BillingUpdate(kind="payment_failed", provider_id=str(event.data["id"]),
+                             occurred_at=event.created, currency=_currency(event.data),
+                             reason=error.get("message"))
+
+    def _refunded(self, event: ProviderEvent) -> BillingUpdate | None:
+        amount = _decimal(int(event.data["amount_refunded"]))
+        invoice = self._invoice_of(event.data, event)
+        if invoice is None:
+            return None
+        return BillingUpdate(kind="refund_succeeded", provider_id=invoice,
+                             occurred_at=event.created, amount=amount,
+                             currency=_currency(event.data))
+
+    def _disputed(self, event: ProviderEvent) -> BillingUpdate | None:
+        amount = _decimal(int(event.data["amount"]))
+        invoice = self._invoice_of(event.data, event)
+        if invoice is None:
+            return None
+        return BillingUpdate(kind="chargeback", provider_id=invoice, occurred_at=event.created,
+                             amount=amount, currency=_currency(event.data),
+                             reason=event.data.get("reason"))
+
+    def _transfer_reversed(self, event: ProviderEvent) -> BillingUpdate:
+        return BillingUpdate(kind="payout_failed", provider_id=str(event.data["id"]),
+                             occurred_at=event.created, currency=_currency(event.data),
+                             reason="The transfer was reversed.")
+
+    def _setup_succeeded(self, event: ProviderEvent) -> BillingUpdate:
+        customer = event.data["customer"]
+        if isinstance(customer, dict):
+            customer = customer["id"]
+        if not customer:
+            raise ValueError("setup intent without customer")
+        return BillingUpdate(kind="payment_method_ready", provider_id=str(customer),
+                             occurred_at=event.created)
+
+
+_EVENT_HANDLERS = {
+    "invoice.paid": StripeProvider._paid,
+    "invoice.payment_succeeded": StripeProvider._paid,
+    "invoice.payment_failed": StripeProvider._payment_failed,
+    "charge.refunded": StripeProvider._refunded,
+    "charge.dispute.created": StripeProvider._disputed,
+    "transfer.reversed": StripeProvider._transfer_reversed,
+    "setup_intent.succeeded": StripeProvider._setup_succeeded,
+}
+
+
+def _cents(amount: Decimal, currency: str, action: str) -> int:
+    """Convert ``amount`` to cents, rejecting other currencies, fractions of cents and <= 0."""
+    if currency != "USD":
+        raise PaymentProviderError(f"Stripe {action}s are in USD only, not {currency!r}.")
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+        raise PaymentProviderError(f"A {action} amount must be more than zero, not {amount}.")
+    if amount != amount.quantize(CENT):
+        raise PaymentProviderError(
+            f"A {action} amount must be a whole number of cents, not {amount}.")
+    return int(amount * 100)
+
+
+def _decimal(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(CENT)
+
+
+def _currency(obj: dict) -> str:
+    return str(obj.get("currency") or "usd").upper()
+
+
+def _invoice_payment(invoice: dict) -> dict:
+    """Return the refund parameter (``payment_intent`` or ``charge``) naming the invoice's payment.
+
+    The Stripe API version of the installed library lists the invoice's
+    payments. Older versions name the payment intent and the charge on the
+    invoice itself.
+    """
+    payments = (invoice.get("payments") or {}).get("data") or []
+    paid = [item for item in payments if item.get("status") == "paid"] or payments
+    for item in paid:
+        payment = item.get("payment") or {}
+        for field in ("payment_intent", "charge"):
+            value = payment.get(field)
+            if value:
+                return {field: value if isinstance(value, str) else value["id"]}
+    for field in ("payment_intent", "charge"):
+        value = invoice.get(field)
+        if value:
+            return {field: value if isinstance(value, str) else value["id"]}
+    raise PaymentProviderError(
+        f"Stripe invoice {invoice.get('id')} has no payment to refund.")
 
 
 def _provider_error(action: str, exc: stripe.StripeError) -> PaymentProviderError:
