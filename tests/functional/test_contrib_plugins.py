@@ -31,7 +31,7 @@ from fkod.core.integrations import InstallContext, IntegrationError
 from fkod.core.testing import TestClient, auth_header
 from tests.receivers import Reply
 
-CONTRIB_PLUGINS = ("slack", "stripe", "csv_export")
+CONTRIB_PLUGINS = ("slack", "stripe", "csv_export", "paypal")
 WEBHOOK_SECRET = "whsec_test_contrib_secret"
 
 
