@@ -28,6 +28,8 @@ def main(global_config, **settings):
         config.include("fkod.core.auth.views")
         config.include("fkod.core.gateway")
         config.include("fkod.core.webhooks")
+        config.include("fkod.core.billing.jobs")
+        config.include("fkod.core.billing.inbound")
         config.include("fkod.core.mail")
         config.include("fkod.core.storage")
         config.include("fkod.core.health")

@@ -356,12 +356,20 @@ def upgrade() -> None:
             ["partner_id", "period_start"],
         )
 
+    with op.batch_alter_table("plans", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("self_serve", sa.Boolean(), server_default=sa.true(), nullable=False)
+        )
+    # Enterprise prices are negotiated, so an admin assigns that plan.
+    op.execute(sa.text("UPDATE plans SET self_serve = false WHERE code = 'enterprise'"))
     op.add_column("partners", sa.Column("payout_method", sa.String(length=20)))
     op.add_column("partners", sa.Column("payout_destination", sa.Text()))
     op.add_column("partners", sa.Column("billing_provider", sa.String(length=50)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("plans", schema=None) as batch_op:
+        batch_op.drop_column("self_serve")
     for column in ("billing_provider", "payout_destination", "payout_method"):
         op.drop_column("partners", column)
 

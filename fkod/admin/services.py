@@ -21,14 +21,15 @@ from fkod.core.auth.accounts import (
 )
 from fkod.core.api import Page, encode_cursor
 from fkod.core.audit import AuditEntry
-from fkod.core.auth.models import AdminUser, ApiKey, Partner, PartnerMember
-from fkod.core.billing.models import Plan
+from fkod.core.auth.models import AdminUser, Partner, PartnerMember
+from fkod.core.billing.plans import plan_by_code, record_admin_change
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, NotFound, ValidationFailed, field_error
 from fkod.core.gateway import default_plan
-from fkod.core.ratelimit.policy import policy_for, with_overrides
+from fkod.core.ratelimit.policy import with_overrides
 from fkod.core.webhooks.outbox import publish
 from fkod.partners.audit_views import filter_entries
+from fkod.partners.limits import forget_partner_keys, refresh_partner_limits
 from fkod.partners.services import partner_event_data
 
 log = logging.getLogger(__name__)
@@ -360,24 +361,6 @@ def decide_verification(request, partner_id: int, decision: str, reason: str | N
     return partner
 
 
-def forget_partner_keys(request, partner_id: int) -> None:
-    """Drop the partner's keys from this process's key cache, now and after the commit.
-
-    Other processes see the change when their entries expire, within
-    ``fkod.gateway.key_cache_seconds``.
-    """
-    cache = request.registry["key_cache"]
-    key_ids = request.dbsession.scalars(
-        sa.select(ApiKey.id).where(ApiKey.partner_id == partner_id)).all()
-
-    def forget(_committed=None):
-        for key_id in key_ids:
-            cache.invalidate_key(key_id)
-
-    forget()
-    request.tm.get().addAfterCommitHook(forget)
-
-
 def suspend_partner(request, partner_id: int, reason: str) -> Partner:
     """Suspend a pending or active partner: its keys and login tokens stop working."""
     partner = get_partner(request, partner_id, for_update=True)
@@ -428,15 +411,6 @@ def reactivate_partner(request, partner_id: int, reason: str | None) -> Partner:
 # Partners: overrides ------------------------------------------------------------
 
 
-def _plan_by_code(request, code: str) -> Plan:
-    plan = request.dbsession.scalar(sa.select(Plan).where(Plan.code == code))
-    if plan is None or not plan.active:
-        problem = "no plan has this code" if plan is None else "the plan is not active"
-        raise ValidationFailed(f"Invalid body field plan: {problem} ({code!r}).",
-                               errors=[field_error("body", "plan", problem)])
-    return plan
-
-
 def _stored_limits(limits: dict | None) -> dict | None:
     """Return the overrides as stored: only the windows that are set, or None."""
     stored = {name: value for name, value in (limits or {}).items() if value is not None}
@@ -454,11 +428,12 @@ def set_overrides(request, partner_id: int, data: dict) -> Partner:
     changes = {}
 
     if "plan" in data:
-        plan = _plan_by_code(request, data["plan"]) if data["plan"] is not None else None
+        plan = plan_by_code(request.dbsession, data["plan"]) if data["plan"] is not None else None
         new_plan_id = plan.id if plan is not None else None
         if new_plan_id != partner.plan_id:
             old_code = partner.plan.code if partner.plan is not None else None
             changes["plan"] = {"from": old_code, "to": data["plan"]}
+            record_admin_change(request.dbsession, partner, partner.plan_id, new_plan_id)
             partner.plan_id = new_plan_id
     if "rate_limits" in data:
         limits = _stored_limits(data["rate_limits"])
@@ -477,10 +452,7 @@ def set_overrides(request, partner_id: int, data: dict) -> Partner:
         request.dbsession.flush()
         # The plan relationship still points at the old plan until it is loaded again.
         request.dbsession.expire(partner, ["plan"])
-        forget_partner_keys(request, partner.id)
-        overrides = policy_for(request.registry).overrides
-        overrides.forget(partner.id)
-        request.tm.get().addAfterCommitHook(lambda _committed: overrides.forget(partner.id))
+        refresh_partner_limits(request, partner.id)
         audit.record(request, "partner.overrides_changed", partner_id=partner.id,
                      target_type="partner", target_id=f"partner_{partner.id}",
                      details={"changes": changes})

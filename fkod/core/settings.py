@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from decimal import Decimal, InvalidOperation
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,18 @@ def _as_float(raw: str) -> float:
 
 def _as_str(raw: str) -> str:
     return raw.strip()
+
+
+def _as_cents(raw: str) -> Decimal:
+    """Parse a decimal of 0 or more with at most two places, such as 100.00 or 30."""
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value < 0 or value != round(value, 2):
+        raise ValueError("expected a number of 0 or more with at most two decimals, such "
+                         "as 100.00")
+    return value
 
 
 def _as_list(raw: str) -> list[str]:
@@ -285,6 +298,22 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("storage.s3_timeout_seconds", _as_float, "10",
              "How long one request to the s3 document store may wait to connect, and then "
              "for each read, in seconds.", minimum=0.1),
+    _setting("billing.default_provider", _as_str, "ledger",
+             "The payment provider that plan invoices and customer charges go through when "
+             "a partner has not chosen one; ledger records bank transfers that an admin "
+             "marks as received."),
+    _setting("billing.commission_rate_percent", _as_cents, "30",
+             "F-KOD's commission on partner revenue, in percent, unless an admin set another "
+             "rate for the partner.", minimum=0, maximum=100),
+    _setting("billing.payout_minimum", _as_cents, "100.00",
+             "The smallest balance, in USD, that is paid out; smaller balances roll over to "
+             "the next month."),
+    _setting("billing.invoice_days_until_due", _as_int, "14",
+             "Days a partner has to pay an invoice sent by bank transfer.", minimum=1,
+             maximum=90),
+    _setting("billing.stuck_after_seconds", _as_int, "900",
+             "A charge or payout whose provider call has not finished after this many "
+             "seconds is retried with the same idempotency key.", minimum=60),
     _setting("plugins.disabled", _as_list, "",
              "Names of plugins not to load, separated by spaces or commas."),
     _setting("plugins.state_cache_seconds", _as_float, "1",

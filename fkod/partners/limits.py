@@ -17,7 +17,7 @@ import logging
 import sqlalchemy as sa
 
 from fkod.core import audit
-from fkod.core.auth.models import Partner
+from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.billing.models import Plan, RateLimitBoost
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed, field_error
@@ -49,6 +49,36 @@ def boost_status(boost: RateLimitBoost, now: dt.datetime | None = None) -> str:
     if boost.starts_at > now:
         return "scheduled"
     return "active"
+
+
+def forget_partner_keys(request, partner_id: int) -> None:
+    """Drop the partner's keys from this process's key cache, now and after the commit.
+
+    Other processes see the change when their entries expire, within
+    ``fkod.gateway.key_cache_seconds``.
+    """
+    cache = request.registry["key_cache"]
+    key_ids = request.dbsession.scalars(
+        sa.select(ApiKey.id).where(ApiKey.partner_id == partner_id)).all()
+
+    def forget(_committed=None):
+        for key_id in key_ids:
+            cache.invalidate_key(key_id)
+
+    forget()
+    request.tm.get().addAfterCommitHook(forget)
+
+
+def refresh_partner_limits(request, partner_id: int) -> None:
+    """Make a change of the partner's plan or overrides apply at once in this process.
+
+    Other processes apply it when their cached keys and overrides expire,
+    within a second or two.
+    """
+    forget_partner_keys(request, partner_id)
+    overrides = policy_for(request.registry).overrides
+    overrides.forget(partner_id)
+    request.tm.get().addAfterCommitHook(lambda _committed: overrides.forget(partner_id))
 
 
 def partner_plan(request, partner: Partner) -> Plan | None:

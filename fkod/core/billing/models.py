@@ -29,6 +29,9 @@ class Plan(Base):
         sa.Numeric(12, 6, asdecimal=True), default=Decimal("0.001")
     )
     is_default: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # Partners can choose a self-serve plan themselves; the others (Enterprise and
+    # custom contracts) are assigned by an admin.
+    self_serve: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
 
