@@ -10,6 +10,10 @@
                               FKOD_ADMIN_PASSWORD or a prompt)
     fkod plugin new NAME [--dir DIR] [--publisher SLUG]
                               create a plugin package in DIR/fkod-NAME
+    fkod scheduler INI        send the messages of scheduled jobs at their cron times
+    fkod jobs list INI        print the scheduled jobs, their next fire and last run
+    fkod jobs run INI NAME [--argument TEXT] [--inline]
+                              run a scheduled job now
 """
 
 from __future__ import annotations
@@ -191,6 +195,111 @@ def cmd_plugin_new(args) -> int:
     return 0
 
 
+def _stop_on_signals(what: str) -> threading.Event:
+    """Return an event that SIGTERM and SIGINT set."""
+    stop = threading.Event()
+
+    def request_stop(signum, _frame):
+        log.info("stopping on a signal", extra={"signal": signum, "command": what})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def cmd_scheduler(args) -> int:
+    from pyramid.paster import get_app
+
+    from fkod import shutdown
+    from fkod.core.scheduler import Scheduler
+
+    _setup_logging(args.config)
+    app = get_app(args.config, "main")
+    registry = app.registry
+    stop = _stop_on_signals("scheduler")
+    if registry["tasks"].in_process:
+        log.info("fkod.tasks.broker is inprocess: this process runs the jobs it sends")
+    try:
+        Scheduler(registry).run_forever(stop)
+    finally:
+        shutdown(registry)
+    return 0
+
+
+def _time_text(value: dt.datetime | None) -> str:
+    return "none" if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
+def cmd_jobs_list(args) -> int:
+    from pyramid.paster import get_app
+
+    from fkod import shutdown
+    from fkod.core.scheduler import last_runs, next_fire_time, schedule_for
+
+    _setup_logging(args.config)
+    app = get_app(args.config, "main")
+    registry = app.registry
+    try:
+        schedule = schedule_for(registry)
+        runs = last_runs(registry["db.session_factory"])
+        if not len(schedule):
+            print("no scheduled jobs")
+        for job in schedule:
+            run = runs.get(job.name)
+            last = "never" if run is None else (
+                f"{_time_text(run.fire_time)} ({run.trigger}, sent {_time_text(run.sent_at)})")
+            print(f"{job.name}" + (f"  {job.description}" if job.description else ""))
+            print(f"  cron      {job.cron} (UTC)")
+            print(f"  actor     {job.actor}")
+            print(f"  next      {_time_text(next_fire_time(job))}")
+            print(f"  last run  {last}")
+    finally:
+        shutdown(registry)
+    return 0
+
+
+def cmd_jobs_run(args) -> int:
+    from pyramid.paster import get_app
+
+    from fkod import shutdown
+    from fkod.core.scheduler import UnknownJob, run_job_now
+    from fkod.core.settings import ConfigurationError
+
+    _setup_logging(args.config)
+    app = get_app(args.config, "main")
+    registry = app.registry
+    try:
+        try:
+            run = run_job_now(registry, args.name, argument=args.argument, inline=args.inline)
+        except UnknownJob as exc:
+            print(f"fkod: {exc}", file=sys.stderr)
+            return 2
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            # Only --inline runs the job here; the operator sees its error.
+            log.error("the job failed", exc_info=True, extra={"job": args.name})
+            print(f"fkod: {args.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        if not run.claimed:
+            print(f"fkod: a run of {args.name} is recorded for {_time_text(run.fire_time)} "
+                  f"already; nothing was sent, try again", file=sys.stderr)
+            return 1
+        if run.inline:
+            print(f"ran {args.name} ({run.job.actor}) with {run.argument!r}")
+        elif registry["tasks"].in_process:
+            # The in-process broker lives in this process: wait for the job to finish.
+            registry["tasks"].join()
+            print(f"ran {args.name} ({run.job.actor}) with {run.argument!r} "
+                  f"on the in-process worker")
+        else:
+            print(f"sent {args.name} to {run.job.actor} with {run.argument!r}")
+    finally:
+        shutdown(registry)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fkod", description="F-KOD Partner Platform commands.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -254,6 +363,31 @@ def build_parser() -> argparse.ArgumentParser:
                             help="your partner slug, the integration's publisher "
                                  "(default: %(default)s)")
     plugin_new.set_defaults(run=cmd_plugin_new)
+
+    scheduler = commands.add_parser(
+        "scheduler", help="Send the messages of scheduled jobs at their cron times (UTC), "
+                          "after catching up a firing missed while stopped. Several may run "
+                          "at once; each firing is sent once. Stop with SIGTERM or Ctrl-C.")
+    scheduler.add_argument("config", metavar="INI")
+    scheduler.set_defaults(run=cmd_scheduler)
+
+    jobs = commands.add_parser("jobs", help="List and run scheduled jobs.")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+    jobs_list = jobs_commands.add_parser(
+        "list", help="Print each scheduled job: cron line, actor, next fire time and last run.")
+    jobs_list.add_argument("config", metavar="INI")
+    jobs_list.set_defaults(run=cmd_jobs_list)
+    jobs_run = jobs_commands.add_parser(
+        "run", help="Run a scheduled job now. Its actor gets the current time in ISO 8601, "
+                    "or the --argument text.")
+    jobs_run.add_argument("config", metavar="INI")
+    jobs_run.add_argument("name", metavar="NAME", help="the job name, e.g. billing.close_period")
+    jobs_run.add_argument("--argument", metavar="TEXT",
+                          help="the text the actor gets instead of the current time")
+    jobs_run.add_argument("--inline", action="store_true",
+                          help="run the actor's function in this process and wait for it, "
+                               "instead of sending a message to the workers")
+    jobs_run.set_defaults(run=cmd_jobs_run)
     return parser
 
 

@@ -1,0 +1,132 @@
+"""``fkod jobs list`` and ``fkod jobs run``, on a job that a plugin adds."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from fkod import cli
+from fkod.core.db import utcnow
+from fkod.core.scheduler import claim, next_fire_time, schedule_for
+
+PLUGIN = """
+    from pathlib import Path
+
+    from fkod.core.hookspecs import hookimpl
+    from fkod.core.scheduler import ScheduledJob, schedule_for
+
+    RECORD = Path({record!r})
+
+
+    def close_period(argument):
+        if argument == "fail":
+            raise RuntimeError("the ledger is locked")
+        with RECORD.open("a") as record:
+            record.write(argument + "\\n")
+
+
+    @hookimpl
+    def fkod_include(config):
+        config.registry["tasks"].actor(close_period, name="test.close_period")
+        schedule_for(config.registry).add(ScheduledJob(
+            "billing.close_period", "0 2 1 * *", "test.close_period", "Close last month."))
+"""
+
+
+def write_ini(path, settings: dict) -> str:
+    lines = ["[app:main]", "use = egg:fkod-partner-platform"]
+    # PasteDeploy reads %(name)s as a variable, so a literal % is doubled.
+    lines += [f"{name} = {str(value).replace('%', '%%')}" for name, value in settings.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def record(tmp_path):
+    return tmp_path / "calls.txt"
+
+
+@pytest.fixture
+def ini(stack_settings, tmp_path, plugin_path, record) -> str:
+    plugin_path("fkod-test-billing", "test_billing", "fkod_test_billing",
+                PLUGIN.format(record=str(record)))
+    return write_ini(tmp_path / "scheduler.ini", stack_settings)
+
+
+def calls(record) -> list[str]:
+    return record.read_text().splitlines() if record.exists() else []
+
+
+def test_run_unknown_job(ini, capsys):
+    status = cli.main(["jobs", "run", ini, "billing.close"])
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "no scheduled job is called 'billing.close'" in error
+    assert "the jobs are: billing.close_period" in error
+
+
+def test_run_inline(ini, record, capsys):
+    status = cli.main(["jobs", "run", ini, "billing.close_period", "--inline",
+                       "--argument", "2026-11"])
+
+    assert status == 0
+    assert calls(record) == ["2026-11"]
+    assert "ran billing.close_period (test.close_period) with '2026-11'" in capsys.readouterr().out
+
+
+def test_run_inline_failure(ini, record, capsys):
+    status = cli.main(["jobs", "run", ini, "billing.close_period", "--inline",
+                       "--argument", "fail"])
+
+    assert status == 1
+    assert "RuntimeError: the ledger is locked" in capsys.readouterr().err
+    assert calls(record) == []
+
+
+def test_run_sends_the_current_time(ini, stack_settings, record, capsys):
+    if stack_settings.get("fkod.tasks.broker") == "redis":
+        pytest.skip("with Redis an fkod worker runs the message, not the command")
+    before = utcnow().replace(microsecond=0)
+
+    status = cli.main(["jobs", "run", ini, "billing.close_period"])
+
+    assert status == 0
+    # The in-process broker runs the message before the command returns.
+    assert "on the in-process worker" in capsys.readouterr().out
+    [argument] = calls(record)
+    sent = dt.datetime.fromisoformat(argument.removesuffix("Z"))
+    assert argument.endswith("Z")
+    assert before <= sent <= utcnow()
+
+
+def test_list_prints_next_fire_and_last_run(ini, app_factory, capsys):
+    app = app_factory()
+    claim(app.registry["db.session_factory"], "billing.close_period",
+          dt.datetime(2026, 12, 1, 2), "catch_up", "host-a")
+    job = schedule_for(app.registry).get("billing.close_period")
+
+    status = cli.main(["jobs", "list", ini])
+
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "billing.close_period  Close last month." in out
+    assert "  cron      0 2 1 * * (UTC)" in out
+    assert "  actor     test.close_period" in out
+    next_fire = next_fire_time(job).isoformat(timespec="seconds") + "Z"
+    assert f"  next      {next_fire}" in out
+    assert "  last run  2026-12-01T02:00:00Z (catch_up, sent " in out
+
+
+def test_list_never_run(ini, capsys):
+    assert cli.main(["jobs", "list", ini]) == 0
+
+    assert "  last run  never" in capsys.readouterr().out
+
+
+def test_jobs_needs_a_subcommand(ini):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["jobs", ini])
+
+    assert raised.value.code == 2
