@@ -406,9 +406,8 @@ def _owner_details(session, invoice: Invoice, livemode: bool) -> tuple[str, int,
             reference=f"partner_{partner.id}", email=email, name=partner.company_name,
             livemode=livemode)
     user = session.get(User, invoice.user_id)
-    name = " ".join(part for part in (user.first_name, user.last_name) if part) or user.email
     return "user", user.id, CustomerDetails(reference=f"user_{user.id}", email=user.email,
-                                            name=name, livemode=livemode)
+                                            name=user.name or user.email, livemode=livemode)
 
 
 def _livemode(registry) -> bool:

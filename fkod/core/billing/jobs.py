@@ -24,6 +24,7 @@ from fkod.core.billing.payouts import SEND_ACTOR, payout_run, send_payout, sweep
 from fkod.core.billing.periods import Period
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.metering.models import JobState
+from fkod.core.scheduler import ScheduledJob, schedule_for
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,21 @@ def includeme(config):
 
     tasks.actor(close_actor, name=CLOSE_JOB, time_limit_ms=3_600_000)
     tasks.actor(payout_actor, name=PAYOUT_JOB, time_limit_ms=3_600_000)
-    tasks.actor(lambda invoice_id: collect_invoice(registry, invoice_id), name=COLLECT_ACTOR)
-    tasks.actor(lambda payout_id: send_payout(registry, payout_id), name=SEND_ACTOR)
+    schedule = schedule_for(registry)
+    # Usage of a month's last hour is rolled up a few minutes after midnight.
+    schedule.add(ScheduledJob(CLOSE_JOB, "15 0 1 * *", CLOSE_JOB,
+                              "Close every ended month: invoices, revenue share, partner "
+                              "revenue. The argument YYYY-MM closes that month only."))
+    schedule.add(ScheduledJob(PAYOUT_JOB, "0 6 1 * *", PAYOUT_JOB,
+                              "Pay out every partner balance at or above the minimum."))
+    def collect_actor(invoice_id: int):
+        collect_invoice(registry, invoice_id)
+
+    def send_actor(payout_id: int):
+        send_payout(registry, payout_id)
+
+    tasks.actor(collect_actor, name=COLLECT_ACTOR)
+    tasks.actor(send_actor, name=SEND_ACTOR)
 
     def sweep():
         sweep_payments(registry)

@@ -1,4 +1,4 @@
-"""Built-in plugin: the partner.*, integration.* and support.* event types."""
+"""Built-in plugin: the partner.*, integration.*, payment.* and support.* event types."""
 
 from __future__ import annotations
 
@@ -101,6 +101,32 @@ INSTALL_DATA_SCHEMA = {
     },
 }
 
+PAYMENT_DATA_SCHEMA = {
+    "type": "object",
+    "required": ["id", "invoice_id", "amount", "currency", "status"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^pay_[0-9]+$"},
+        "invoice_id": {"type": "string", "pattern": "^inv_[0-9]+$"},
+        "amount": {"type": "string", "pattern": "^[0-9]+[.][0-9]{2}$"},
+        "currency": {"const": "USD"},
+        "status": {"const": "succeeded"},
+        "provider": {"type": "string"},
+        "period": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+        "succeeded_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+PAYMENT_SAMPLE = {
+    "id": "pay_12",
+    "invoice_id": "inv_34",
+    "amount": "149.00",
+    "currency": "USD",
+    "status": "succeeded",
+    "provider": "stripe",
+    "period": "2026-11",
+    "succeeded_at": "2026-12-02T09:30:00Z",
+}
+
 
 @hookimpl
 def fkod_register_event_types():
@@ -123,5 +149,9 @@ def fkod_register_event_types():
                   INSTALL_DATA_SCHEMA,
                   {"integration": INTEGRATION_SAMPLE, "user_id": "user_123",
                    "installed_at": "2026-06-05T10:00:00Z"}),
+        EventType("payment.processed",
+                  "A payment succeeded: a partner's invoice, or a customer's invoice for "
+                  "installs of the partner's paid integrations.",
+                  PAYMENT_DATA_SCHEMA, PAYMENT_SAMPLE),
         *SUPPORT_EVENT_TYPES,
     ]
