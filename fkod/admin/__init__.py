@@ -11,3 +11,4 @@ def includeme(config):
     # The partner audit log is a partner route; it is added here because it
     # shares its filters and entry schema with the admin audit log.
     config.include("fkod.partners.audit_views")
+    config.include("fkod.admin.plan_views")

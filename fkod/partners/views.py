@@ -70,3 +70,5 @@ def includeme(config):
     config.include("fkod.partners.verification_views")
     config.include("fkod.partners.data_rights_views")
     config.include("fkod.partners.ticket_views")
+    config.include("fkod.partners.subscription_views")
+    config.include("fkod.partners.dashboard_views")
