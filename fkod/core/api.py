@@ -76,6 +76,9 @@ class Operation:
     # multipart/form-data body. When set, the operation accepts such a body as
     # well as JSON, and ``body`` loads its fields (see load_multipart).
     multipart_max_bytes_setting: str | None = None
+    # The view reads the raw body itself (an inbound event whose signature covers
+    # the exact bytes), so ``body`` stays None and no body check runs.
+    raw_body: bool = False
 
     @property
     def all_errors(self) -> tuple[tuple[int, str], ...]:
@@ -160,7 +163,7 @@ def check_request(request, op: Operation) -> None:
         request.validated = load_multipart(request, op.body, max_bytes)
     elif op.body is not None:
         request.validated = load_body(request, op.body)
-    else:
+    elif not op.raw_body:
         refuse_unexpected_body(request)
 
 

@@ -19,9 +19,9 @@ import logging
 
 import sqlalchemy as sa
 from cornice import Service
-from pyramid.response import Response
 
-from fkod.core.billing.invoicing import apply_refund, mark_payment_succeeded, _record_failure
+from fkod.core.api import AUTH_NONE, Dumped, operation
+from fkod.core.billing.invoicing import _record_failure, apply_refund, mark_payment_succeeded
 from fkod.core.billing.models import BillingAccount, Payment, Payout, ProviderEventRecord
 from fkod.core.billing.payouts import mark_payout_failed, mark_payout_paid
 from fkod.core.billing.providers import (
@@ -134,7 +134,10 @@ def receive(registry, session, provider_name: str, event: ProviderEvent,
     return True, outcome
 
 
-@inbound.post()
+@operation(inbound, "POST", summary="Receive a signed event from a payment provider",
+           auth=AUTH_NONE, raw_body=True,
+           errors=((400, "invalid_signature"), (404, "not_found"), (413, "payload_too_large"),
+                   (503, "provider_unavailable")))
 def provider_webhook(request):
     name = request.matchdict["provider"]
     provider = payment_providers(request.registry).get(name)
@@ -158,8 +161,7 @@ def provider_webhook(request):
         raise ServiceUnavailable(f"The event cannot be processed now: {exc}",
                                  code="provider_unavailable") from None
     new, outcome = receive(request.registry, request.dbsession, name, event, updates)
-    response = Response(json_body={"received": True, "duplicate": not new, "outcome": outcome})
-    return response
+    return Dumped({"received": True, "duplicate": not new, "outcome": outcome})
 
 
 def includeme(config):
