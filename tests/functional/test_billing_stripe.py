@@ -178,3 +178,31 @@ def test_unknown_payment_is_recorded_without_effect(stripe_app, stripe_client, f
     totals = run_in_transaction(stripe_app.registry["db.session_factory"],
                                 ledger.account_balances)
     assert totals == {}
+
+
+def test_connect_transfer_payout_and_its_reversal(stripe_app, stripe_client, fake):
+    from tests.functional.test_billing_engine import credit_partner, new_partner
+
+    from fkod.core.billing.models import Payout
+    from fkod.core.billing.payouts import payout_run
+
+    vault = stripe_app.registry["webhook_vault"]
+    partner_id = new_partner(stripe_client, payout_method="stripe",
+                             payout_destination=vault.encrypt("acct_1PartnerConnect"))
+    credit_partner(stripe_app, partner_id, Decimal("250.00"), "t:stripe")
+
+    payout_run(stripe_app.registry)
+
+    payout, = rows(stripe_app, Payout)
+    assert (payout.status, payout.provider) == ("paid", "stripe")
+    transfer = fake.objects["transfer"][payout.provider_payout_id]
+    assert (transfer["amount"], transfer["destination"]) == (25000, "acct_1PartnerConnect")
+    assert balance(stripe_app, partner_id) == Decimal("0.00")
+
+    result = post_event(stripe_client, fake, "transfer.reversed",
+                        fake.reverse_transfer(payout.provider_payout_id), event_id="evt_rev")
+    assert result["outcome"][0]["result"] == "applied"
+    payout, = rows(stripe_app, Payout)
+    assert payout.status == "failed"
+    assert balance(stripe_app, partner_id) == Decimal("250.00")
+    assert_ledger_balanced(stripe_app)

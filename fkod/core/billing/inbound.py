@@ -66,7 +66,9 @@ def apply_update(registry, session, provider_name: str, update: BillingUpdate) -
             return "unknown payout"
         if update.kind == "payout_paid":
             return "applied" if mark_payout_paid(session, payout, when) else "already final"
-        if payout.status == "paid" and payout.paid_at and when < payout.paid_at:
+        # Providers date events to the second, so the comparison drops microseconds.
+        if payout.status == "paid" and payout.paid_at and \
+                when < payout.paid_at.replace(microsecond=0):
             return "older than the payout's success"
         changed = mark_payout_failed(session, payout, update.reason or "failed at the provider",
                                      when)
