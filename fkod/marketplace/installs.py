@@ -343,8 +343,8 @@ def install(request, integration_public_id: str, config: dict) -> IntegrationIns
 
     _change_install_count(session, integration.id, +1)
     _add_to_tenancy(session, integration.partner_id, user)
-    # NOTE: a paid integration's monthly charge belongs here; until billing
-    # charges installs, a paid integration installs without one.
+    # A paid integration is charged at the close of each month in which it was
+    # installed (fkod.core.billing.invoicing), not here.
     _publish_installed(request, integration, row)
     audit.record(request, "integration.installed", partner_id=integration.partner_id,
                  target_type="install", target_id=f"inst_{row.id}",

@@ -7,10 +7,10 @@ event row (unique per provider and event id) and every change it causes
 are written in one transaction, so a duplicate delivery finds the row and
 changes nothing, and a crash changes nothing either.
 
-Updates are applied so that order does not matter: a payment that
-succeeded stays succeeded when an older failure arrives later, a refund
-report carries the cumulative refunded amount, and a refund that arrives
-before the payment's own success first records the success.
+Updates are applied so that order does not matter. A payment that
+succeeded stays succeeded when an older failure arrives later. A refund
+report carries the cumulative refunded amount. A refund that arrives before
+the payment's own success records the success first.
 """
 
 from __future__ import annotations

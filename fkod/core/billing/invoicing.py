@@ -2,10 +2,10 @@
 
 :func:`close_period` turns one calendar month into:
 
-- a ``plan`` invoice per partner: the fee of the plan in effect when the
-  month began, the proration of upgrades made during it, and the overage:
-  live calls beyond the included volume of the plan in effect at its end,
-  at that plan's per-request price;
+- a ``plan`` invoice per partner. It holds the fee of the plan in effect
+  when the month began and the proration of upgrades made during it. Its
+  overage line bills the live calls beyond the included volume of the plan
+  in effect at the month's end, at that plan's per-request price;
 - an ``integrations`` invoice per customer for the paid integrations
   installed at any time in the month, at their monthly price;
 - revenue lines crediting each integration's partner with its share of
@@ -81,14 +81,6 @@ class PeriodNotReady(Exception):
     """The period has not ended, or its usage is not rolled up yet; try again later."""
 
 
-class BillingError(Exception):
-    """A billing operation cannot be done in the record's current state."""
-
-    def __init__(self, message: str, *, code: str):
-        super().__init__(message)
-        self.code = code
-
-
 @dataclasses.dataclass
 class CloseSummary:
     period: str
@@ -99,12 +91,12 @@ class CloseSummary:
 
 
 def billable_status():
-    """The rule for calls that count toward quotas and bills."""
+    """Return the condition for calls that count toward quotas and bills."""
     return sa.and_(ApiUsageHourly.status_code < 500, ApiUsageHourly.status_code != 429)
 
 
 def commission_percent(partner: Partner, settings: dict) -> Decimal:
-    """The partner's commission rate in percent: its own override, else the platform's."""
+    """Return the partner's commission rate in percent: its override, else the platform's."""
     if partner.commission_rate is not None:
         return percent_from_fraction(partner.commission_rate)
     return Decimal(settings["fkod.billing.commission_rate_percent"])
@@ -167,7 +159,7 @@ def _existing_invoice(session, kind: str, period: Period, *, partner_id=None, us
 
 def billable_calls(session, period: Period, *, partner_id: int | None = None,
                    by_integration: bool = False):
-    """Live billable calls in ``period``: per partner, or per integration when asked."""
+    """Count live billable calls in ``period`` per partner, or per integration."""
     window = (ApiUsageHourly.livemode.is_(True), billable_status(),
               ApiUsageHourly.hour >= period.start_at, ApiUsageHourly.hour < period.end_at)
     if by_integration:
