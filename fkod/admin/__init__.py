@@ -12,3 +12,4 @@ def includeme(config):
     # shares its filters and entry schema with the admin audit log.
     config.include("fkod.partners.audit_views")
     config.include("fkod.admin.plan_views")
+    config.include("fkod.admin.billing_views")

@@ -72,3 +72,4 @@ def includeme(config):
     config.include("fkod.partners.ticket_views")
     config.include("fkod.partners.subscription_views")
     config.include("fkod.partners.dashboard_views")
+    config.include("fkod.partners.billing_views")

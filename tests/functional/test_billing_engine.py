@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 
 import pytest
@@ -106,6 +107,23 @@ def new_customer(app, email="learner@example.com") -> int:
 def rows(app, model, *where):
     return in_transaction(app, lambda session: list(session.scalars(
         sa.select(model).where(*where).order_by(model.id))))
+
+
+def settled_payments(app, invoice_id, timeout: float = 20) -> list[Payment]:
+    """Wait until the invoice's collection has stored its result; return its payments.
+
+    On the production stack the collection runs in a worker thread fed by Redis,
+    so joining the in-process queue does not wait for it.
+    """
+    app.registry["tasks"].join()
+    deadline = time.monotonic() + timeout
+    while True:
+        payments = rows(app, Payment, Payment.invoice_id == invoice_id)
+        if payments and all(payment.status != "processing" for payment in payments):
+            return payments
+        if time.monotonic() > deadline:
+            raise AssertionError(f"invoice {invoice_id} was not collected: {payments}")
+        time.sleep(0.05)
 
 
 def balance(app, partner_id) -> Decimal:
@@ -311,9 +329,8 @@ def test_install_after_the_month_is_not_billed(app, client):
 def test_collection_through_the_ledger_and_payment_processed(app, client):
     partner_id, _integration_id, user_id = paid_install(app, client)
     close_period(app.registry, NOVEMBER, now=AFTER_NOVEMBER)
-    app.registry["tasks"].join()
     invoice, = rows(app, Invoice, Invoice.user_id == user_id)
-    payment, = rows(app, Payment, Payment.invoice_id == invoice.id)
+    payment, = settled_payments(app, invoice.id)
     # A bank transfer waits for an admin; collecting again sends nothing new.
     assert (payment.status, payment.provider, payment.amount) == ("pending", "ledger",
                                                                   Decimal("10.00"))
@@ -398,13 +415,13 @@ def test_refund_after_payout_leaves_a_negative_balance_recovered_later(app, clie
 
     in_transaction(app, fields)
     close_period(app.registry, NOVEMBER, now=AFTER_NOVEMBER)
-    app.registry["tasks"].join()
+    invoice, = rows(app, Invoice)
+    payment, = settled_payments(app, invoice.id)
     assert balance(app, partner_id) == Decimal("140.00")
     payout_run(app.registry)
     payout, = rows(app, Payout)
     in_transaction(app, lambda session: mark_payout_paid(session, session.get(Payout, payout.id),
                                                          dt.datetime(2026, 12, 3)))
-    payment, = rows(app, Payment)
     in_transaction(app, lambda session: mark_payment_succeeded(
         app.registry, session, session.get(Payment, payment.id), dt.datetime(2026, 12, 2)))
 

@@ -20,6 +20,7 @@ from tests.functional.test_billing_engine import (
     balance,
     paid_install,
     rows,
+    settled_payments,
 )
 
 fake_stripe = pytest.importorskip("fkod_stripe.testing")
@@ -61,8 +62,8 @@ def billed_customer(stripe_app, stripe_client, *, price_cents=2500):
     partner_id, _integration_id, user_id = paid_install(stripe_app, stripe_client,
                                                         price_cents=price_cents)
     close_period(stripe_app.registry, NOVEMBER, now=AFTER_NOVEMBER)
-    stripe_app.registry["tasks"].join()
     invoice, = rows(stripe_app, Invoice, Invoice.user_id == user_id)
+    settled_payments(stripe_app, invoice.id)
     return partner_id, invoice
 
 
@@ -130,9 +131,9 @@ def test_saved_card_is_charged_and_dispute_reverses_the_share(stripe_app, stripe
     partner_id, _integration_id, user_id = paid_install(stripe_app, stripe_client,
                                                         price_cents=5000)
     close_period(stripe_app.registry, NOVEMBER, now=AFTER_NOVEMBER)
-    stripe_app.registry["tasks"].join()
-    account, = rows(stripe_app, BillingAccount)
     invoice, = rows(stripe_app, Invoice, Invoice.user_id == user_id)
+    settled_payments(stripe_app, invoice.id)
+    account, = rows(stripe_app, BillingAccount)
     # The customer saves a card; the next collection charges it at once.
     post_event(stripe_client, fake, "setup_intent.succeeded",
                {"id": "seti_1", "object": "setup_intent", "status": "succeeded",

@@ -20,7 +20,7 @@ import logging
 import sqlalchemy as sa
 from cornice import Service
 
-from fkod.core.api import AUTH_NONE, Dumped, operation
+from fkod.core.api import AUTH_NONE, Dumped, operation, read_body
 from fkod.core.billing.invoicing import _record_failure, apply_refund, mark_payment_succeeded
 from fkod.core.billing.models import BillingAccount, Payment, Payout, ProviderEventRecord
 from fkod.core.billing.payouts import mark_payout_failed, mark_payout_paid
@@ -31,7 +31,7 @@ from fkod.core.billing.providers import (
     WebhookSignatureError,
     payment_providers,
 )
-from fkod.core.errors import NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed
+from fkod.core.errors import NotFound, ServiceUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,8 @@ def provider_webhook(request):
     provider = payment_providers(request.registry).get(name)
     if provider is None:
         raise NotFound(f"No enabled payment provider is called {name!r}.")
-    body = request.body
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"An inbound event is at most {MAX_BODY_BYTES} bytes.")
+    # read_body refuses a larger body with 413 and keeps the bytes in memory.
+    body = read_body(request, MAX_BODY_BYTES)
     try:
         event = provider.verify_webhook(body, dict(request.headers))
         updates = provider.interpret(event)

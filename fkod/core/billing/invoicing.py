@@ -389,17 +389,11 @@ def refresh_partner_revenue(session, settings, partner_id: int, period: Period) 
 COLLECT_ACTOR = "billing.collect_invoice"
 
 
-def _owner_details(session, invoice: Invoice, livemode: bool) -> tuple[str, int, CustomerDetails]:
-    if invoice.partner_id is not None:
-        partner = session.get(Partner, invoice.partner_id)
-        owner = session.get(User, partner.user_id) if partner.user_id else None
-        email = partner.contact_email or (owner.email if owner else "")
-        return "partner", partner.id, CustomerDetails(
-            reference=f"partner_{partner.id}", email=email, name=partner.company_name,
-            livemode=livemode)
-    user = session.get(User, invoice.user_id)
-    return "user", user.id, CustomerDetails(reference=f"user_{user.id}", email=user.email,
-                                            name=user.name or user.email, livemode=livemode)
+def _partner_details(session, partner: Partner, livemode: bool) -> CustomerDetails:
+    owner = session.get(User, partner.user_id) if partner.user_id else None
+    email = partner.contact_email or (owner.email if owner else "")
+    return CustomerDetails(reference=f"partner_{partner.id}", email=email,
+                           name=partner.company_name, livemode=livemode)
 
 
 def _livemode(registry) -> bool:
@@ -407,21 +401,39 @@ def _livemode(registry) -> bool:
     return registry.settings["fkod.environment"] == "production"
 
 
-def billing_account(registry, session, provider, invoice: Invoice) -> BillingAccount:
-    """Return the invoice owner's customer at ``provider``, creating it there when missing."""
+def customer_account(registry, session, provider, *, partner: Partner | None = None,
+                     user: User | None = None) -> BillingAccount:
+    """Return the partner's or user's customer at ``provider``, creating it when missing."""
     livemode = _livemode(registry)
-    owner_type, owner_id, details = _owner_details(session, invoice, livemode)
+    if partner is not None:
+        owner_type, owner_id = "partner", partner.id
+    else:
+        owner_type, owner_id = "user", user.id
     account = session.scalar(sa.select(BillingAccount).where(
         BillingAccount.owner_type == owner_type, BillingAccount.owner_id == owner_id,
         BillingAccount.provider == provider.name, BillingAccount.livemode.is_(livemode)))
-    if account is None:
-        created = provider.create_customer(details)
-        account = BillingAccount(owner_type=owner_type, owner_id=owner_id,
-                                 provider=provider.name, livemode=livemode,
-                                 provider_customer_id=created.provider_customer_id)
-        session.add(account)
-        session.flush()
+    if account is not None:
+        return account
+    if partner is not None:
+        details = _partner_details(session, partner, livemode)
+    else:
+        details = CustomerDetails(reference=f"user_{user.id}", email=user.email,
+                                  name=user.name or user.email, livemode=livemode)
+    created = provider.create_customer(details)
+    account = BillingAccount(owner_type=owner_type, owner_id=owner_id, provider=provider.name,
+                             livemode=livemode,
+                             provider_customer_id=created.provider_customer_id)
+    session.add(account)
+    session.flush()
     return account
+
+
+def billing_account(registry, session, provider, invoice: Invoice) -> BillingAccount:
+    """Return the invoice owner's customer at ``provider``, creating it when missing."""
+    if invoice.partner_id is not None:
+        return customer_account(registry, session, provider,
+                                partner=session.get(Partner, invoice.partner_id))
+    return customer_account(registry, session, provider, user=session.get(User, invoice.user_id))
 
 
 def collect_invoice(registry, invoice_id: int) -> Payment | None:
