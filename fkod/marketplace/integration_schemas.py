@@ -13,6 +13,7 @@ import jsonschema
 import marshmallow
 from marshmallow import fields, validate
 
+from fkod.admin.plan_views import DecimalAmount
 from fkod.core.api import PageQuery
 from fkod.core.integrations import CATEGORIES, PRICING_MODELS, SLUG, VERSION
 from fkod.core.schemas import (
@@ -39,6 +40,10 @@ MAX_EVENT_PATTERN_LENGTH = 100
 MAX_CONFIG_SCHEMA_BYTES = 16 * 1024
 # The monthly price of a paid integration, in US cents: 0.01 to 100000.00 USD.
 MAX_PRICE_CENTS = 10_000_000
+# The price of one API call made with a key linked to the integration: above 0, at most 1 USD,
+# with the six decimal places of the NUMERIC(12, 6) column.
+MAX_PRICE_PER_CALL = Decimal("1.00")
+PRICE_PER_CALL_PLACES = 6
 MAX_FEATURED_RANK = 10_000
 CURRENCY = "USD"
 # Versions shown in an integration's detail; the versions list pages through the rest.
@@ -120,6 +125,25 @@ class ConfigSchema(fields.Dict):
         return schema
 
 
+class PricePerCall(DecimalAmount):
+    """A per-call price in USD: a decimal string (or JSON integer) above 0 and at most 1.00."""
+
+    message = "Must be more than 0 and at most 1.00."
+
+    def __init__(self, **kwargs):
+        super().__init__(places=PRICE_PER_CALL_PLACES, integer_digits=6, example="0.001",
+                         validate=validate.Range(min=0, min_inclusive=False,
+                                                 max=MAX_PRICE_PER_CALL, error=self.message),
+                         **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        negative = (value.strip().startswith("-") if isinstance(value, str)
+                    else isinstance(value, int) and not isinstance(value, bool) and value < 0)
+        if negative:
+            raise marshmallow.ValidationError(self.message)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def _string_list(max_items: int, max_length: int, **kwargs) -> fields.List:
     return fields.List(Text(min_length=1, max_length=max_length),
                        validate=validate.Length(max=max_items,
@@ -160,7 +184,13 @@ class IntegrationFields(BodySchema):
     pricing_model = _choice(PRICING_MODELS)
     price_cents = StrictInteger(allow_none=True, validate=validate.Range(
         min=1, max=MAX_PRICE_CENTS), metadata={
-        "description": "the monthly price in US cents; required for paid, refused otherwise"})
+        "description": "the monthly price in US cents; a paid integration needs it, "
+                       "price_per_call or both; refused otherwise"})
+    price_per_call = PricePerCall(allow_none=True, metadata={
+        "description": "USD per live API call made with a key linked to the integration: a "
+                       "decimal string above 0 and at most 1.00 with at most six decimal "
+                       "places; a paid integration needs it, price_cents or both; refused "
+                       "otherwise"})
 
 
 class CreateIntegrationBody(IntegrationFields):
@@ -249,6 +279,9 @@ class IntegrationSchema(ListingFieldsSchema):
     price_cents = fields.Integer()
     price = fields.Function(_price, metadata={
         "description": "the monthly price as a decimal string; null unless paid"})
+    price_per_call = fields.Decimal(places=PRICE_PER_CALL_PLACES, as_string=True, metadata={
+        "description": "USD per live API call with a linked key, six decimal places; null "
+                       "when calls are not charged"})
     currency = fields.Constant(CURRENCY)
     status = fields.String(metadata={"description": ", ".join(INTEGRATION_STATUSES)})
     rejection_reason = fields.String(metadata={

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import Decimal
 
 import sqlalchemy as sa
 
 from fkod.core import audit, slugs
 from fkod.core.api import Page, encode_cursor
-from fkod.core.auth.models import Partner
+from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, Forbidden, NotFound, ValidationFailed, field_error
 from fkod.core.ids import public_id
@@ -72,6 +73,7 @@ LISTING_FIELDS = frozenset({
 _COLUMNS = (
     "name", "slug", "description", "category", "logo_url", "documentation_url", "support_url",
     "support_email", "scopes", "event_types", "config_schema", "pricing_model", "price_cents",
+    "price_per_call",
 )
 
 # Sorts never-submitted integrations before every submitted one in submitted_at order.
@@ -142,17 +144,28 @@ def _audit(request, action: str, integration: Integration, details: dict | None 
 # Checks -------------------------------------------------------------------------
 
 
-def _check_pricing(pricing_model: str, price_cents: int | None) -> None:
-    if pricing_model == "paid" and price_cents is None:
-        raise ValidationFailed("A paid integration needs price_cents, its monthly price in US "
-                               "cents.", errors=[field_error("body", "price_cents",
-                                                             "required when pricing_model is "
-                                                             "paid")])
-    if pricing_model != "paid" and price_cents is not None:
-        raise ValidationFailed(f"A {pricing_model} integration has no price, so leave out "
-                               "price_cents.", errors=[field_error(
-                                   "body", "price_cents",
-                                   f"only for paid integrations, not {pricing_model}")])
+def _check_pricing(pricing_model: str, price_cents: int | None,
+                   price_per_call: Decimal | None) -> None:
+    """Raise a 400 unless a paid integration has a monthly price, a per-call price or both.
+
+    Free and freemium integrations have neither price.
+    """
+    if pricing_model == "paid":
+        if price_cents is None and price_per_call is None:
+            raise ValidationFailed(
+                "A paid integration needs price_cents (its monthly price in US cents), "
+                "price_per_call (its USD price per API call) or both.", errors=[
+                    field_error("body", name, "price_cents or price_per_call is required when "
+                                              "pricing_model is paid")
+                    for name in ("price_cents", "price_per_call")])
+        return
+    priced = [name for name, value in (("price_cents", price_cents),
+                                       ("price_per_call", price_per_call)) if value is not None]
+    if priced:
+        raise ValidationFailed(
+            f"A {pricing_model} integration has no price, so leave out {' and '.join(priced)}.",
+            errors=[field_error("body", name, f"only for paid integrations, not {pricing_model}")
+                    for name in priced])
 
 
 def _slug_taken(slug: str) -> Conflict:
@@ -235,7 +248,7 @@ def create_integration(request, partner: Partner, data: dict) -> Integration:
     session = request.dbsession
     data["scopes"] = check_scopes(request, data["scopes"])
     data["event_types"] = check_event_patterns(request.registry["plugins"], data["event_types"])
-    _check_pricing(data["pricing_model"], data.get("price_cents"))
+    _check_pricing(data["pricing_model"], data.get("price_cents"), data.get("price_per_call"))
     if data.get("slug"):
         _require_slug_free(session, data["slug"])
     else:
@@ -334,10 +347,12 @@ def update_integration(request, partner: Partner, integration_id: int,
         data["event_types"] = check_event_patterns(request.registry["plugins"],
                                                    data["event_types"])
     pricing_model = data.get("pricing_model", integration.pricing_model)
-    if "pricing_model" in data and pricing_model != "paid" and "price_cents" not in data:
-        # Leaving the paid model drops the price.
-        data["price_cents"] = None
-    _check_pricing(pricing_model, data.get("price_cents", integration.price_cents))
+    if "pricing_model" in data and pricing_model != "paid":
+        # Leaving the paid model drops the prices the body does not give.
+        data.setdefault("price_cents", None)
+        data.setdefault("price_per_call", None)
+    _check_pricing(pricing_model, data.get("price_cents", integration.price_cents),
+                   data.get("price_per_call", integration.price_per_call))
     if "slug" in data:
         _require_slug_free(session, data["slug"], integration.id)
 
@@ -366,7 +381,8 @@ def delete_integration(request, partner: Partner, integration_id: int) -> None:
     """Delete an integration without active installs, with its versions and reviews.
 
     Rows of uninstalled installs go too, because they only describe this
-    integration. An integration with active installs is a 409.
+    integration. API keys linked to it are unlinked. An integration with
+    active installs is a 409.
     """
     session = request.dbsession
     integration = get_partner_integration(request, partner, integration_id, for_update=True)
@@ -382,6 +398,14 @@ def delete_integration(request, partner: Partner, integration_id: int) -> None:
 
     details = {"name": integration.name, "slug": integration.slug,
                "status": integration.status}
+    # Keys linked to the integration keep working; their calls no longer earn per-call revenue.
+    linked = session.scalars(sa.select(ApiKey.id).where(
+        ApiKey.integration_id == integration.id).order_by(ApiKey.id)).all()
+    if linked:
+        details["unlinked_api_keys"] = [public_id("key", key_id) for key_id in linked]
+        session.execute(sa.update(ApiKey).where(ApiKey.id.in_(linked))
+                        .values(integration_id=None, updated_at=utcnow())
+                        .execution_options(synchronize_session=False))
     _audit(request, "integration.deleted", integration, details)
     for model in (IntegrationReview, IntegrationInstall, IntegrationVersion):
         session.execute(sa.delete(model).where(model.integration_id == integration.id))

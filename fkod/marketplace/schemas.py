@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from decimal import Decimal
 
 import marshmallow
 from marshmallow import fields, validate
@@ -24,6 +25,8 @@ MAX_QUERY_LENGTH = 200
 # Search results past this many are never paged to; search is for the best matches.
 MAX_SEARCH_RESULTS = 1000
 CURRENCY = "USD"
+# Per-call prices are shown with the six decimal places their column keeps.
+PER_CALL_STEP = Decimal("0.000001")
 
 _OFFSET_CURSOR = re.compile(rb"offset:([0-9]{1,4})")
 
@@ -72,7 +75,10 @@ class IntegrationSchema(ListingFieldsSchema):
     partner = fields.Nested(PartnerBlockSchema)
 
     def dump_pricing(self, integration) -> dict:
+        per_call = integration.price_per_call
         return {"model": integration.pricing_model, "price_cents": integration.price_cents,
+                "price_per_call": None if per_call is None
+                else format(Decimal(per_call).quantize(PER_CALL_STEP), "f"),
                 "currency": CURRENCY}
 
     def dump_rating(self, integration) -> float | None:

@@ -57,7 +57,7 @@ def get_api_key(request):
     return api_keys.get_api_key(request, _key_id(request))
 
 
-@operation(item, "PUT", summary="Change a key's name, scopes, limit override, expiry or IP ranges",
+@operation(item, "PUT", summary="Change a key's name, scopes, limit, expiry, IP ranges or integration",
            auth=AUTH_MEMBER, permission="api_keys:write", body=schemas.UpdateApiKeyBody,
            response=schemas.ApiKeySchema,
            errors=NOT_FOUND + ((400, "invalid_scope"), (409, "api_key_revoked")))

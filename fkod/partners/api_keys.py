@@ -5,6 +5,9 @@ the previous secret keeps working until ``previous_key_expires_at``; a grace
 period of 0 stops it at once. Revocation keeps the row for audit. Each change
 takes effect on the next request in the process that made it and within
 ``fkod.gateway.key_cache_seconds`` (at most one second) in every other.
+
+A key may be linked to one of its partner's integrations; its live calls then
+earn that integration's per-call price when the billing period closes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from fkod.core.auth.apikeys import generate_key
 from fkod.core.auth.models import ApiKey, Partner
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, NotFound, ValidationFailed, field_error
+from fkod.core.ids import public_id
 from fkod.core.ratelimit import RateLimiterUnavailable, policy
+from fkod.marketplace.models import Integration
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,32 @@ def check_ip_ranges(ranges: list[str]) -> list[str]:
     return sorted(set(normalized))
 
 
+def check_integration(request, partner: Partner, integration_id: int | None) -> int | None:
+    """Return ``integration_id`` if it is one of the partner's integrations (or None).
+
+    Another partner's integration and an unknown id get the same 400, so the
+    error does not reveal whether the integration exists. The row is locked for
+    share, so a deletion running at the same time finishes first or waits.
+    """
+    if integration_id is None:
+        return None
+    found = request.dbsession.scalar(
+        sa.select(Integration.id).where(Integration.id == integration_id,
+                                        Integration.partner_id == partner.id)
+        .with_for_update(read=True))
+    if found is None:
+        raise ValidationFailed(
+            f"{public_id('int', integration_id)} is not one of the partner's integrations. "
+            "Link the key to an integration of this partner, or send null for none.",
+            errors=[field_error("body", "integration_id",
+                                "not one of the partner's integrations")])
+    return found
+
+
+def _integration_ref(integration_id: int | None) -> str | None:
+    return None if integration_id is None else public_id("int", integration_id)
+
+
 def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never stored or shown again."""
     from fkod.partners.services import require_live_mode_allowed
@@ -78,6 +109,7 @@ def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
     require_live_mode_allowed(partner, data["mode"], "API keys", request.user)
     expires_at = check_expiry(data.get("expires_at"))
     allowed_ips = check_ip_ranges(data.get("allowed_ips") or [])
+    integration_id = check_integration(request, partner, data.get("integration_id"))
 
     livemode = data["mode"] == "live"
     secret, prefix = generate_key(livemode)
@@ -87,14 +119,17 @@ def create_api_key(request, partner: Partner, data: dict) -> tuple[ApiKey, str]:
         scopes=scopes, livemode=livemode, status="active", allowed_ips=allowed_ips,
         api_version=data.get("api_version") or versions.LATEST,
         rate_limit=data.get("rate_limit"), rate_limit_window=data.get("rate_limit_window"),
-        expires_at=expires_at, created_by_user_id=request.user.id,
+        expires_at=expires_at, integration_id=integration_id,
+        created_by_user_id=request.user.id,
     )
     request.dbsession.add(key)
     request.dbsession.flush()
+    details = {"key_name": key.key_name, "key_prefix": prefix, "mode": key.mode,
+               "scopes": scopes}
+    if integration_id is not None:
+        details["integration_id"] = _integration_ref(integration_id)
     audit.record(request, "api_key.created", partner_id=partner.id, target_type="api_key",
-                 target_id=f"key_{key.id}", details={
-                     "key_name": key.key_name, "key_prefix": prefix, "mode": key.mode,
-                     "scopes": scopes})
+                 target_id=f"key_{key.id}", details=details)
     log.info("api key created", extra={"partner_id": partner.id, "key_id": key.id,
                                         "key_prefix": prefix, "user_id": request.user.id})
     return key, secret
@@ -138,15 +173,21 @@ def update_api_key(request, key_id: int, data: dict) -> ApiKey:
         data["expires_at"] = check_expiry(data["expires_at"])
     if "allowed_ips" in data:
         data["allowed_ips"] = check_ip_ranges(data["allowed_ips"] or [])
+    if "integration_id" in data:
+        data["integration_id"] = check_integration(request, request.partner,
+                                                   data["integration_id"])
     changed = sorted(name for name, value in data.items() if getattr(key, name) != value)
+    details = {"key_prefix": key.key_prefix, "fields": changed}
+    if "integration_id" in changed:
+        details["integration_id"] = {"old": _integration_ref(key.integration_id),
+                                     "new": _integration_ref(data["integration_id"])}
     for name in changed:
         setattr(key, name, data[name])
     if changed:
         key.updated_at = utcnow()
         forget_cached(request, key)
         audit.record(request, "api_key.updated", partner_id=key.partner_id,
-                     target_type="api_key", target_id=f"key_{key.id}",
-                     details={"key_prefix": key.key_prefix, "fields": changed})
+                     target_type="api_key", target_id=f"key_{key.id}", details=details)
         log.info("api key updated", extra={"partner_id": key.partner_id, "key_id": key.id,
                                             "fields": changed, "user_id": request.user.id})
     return key

@@ -161,6 +161,9 @@ class ApiKeyFields(BodySchema):
     api_version = Text(validate=validate.OneOf(versions.VERSIONS), metadata={
         "description": "the dated API version the key's calls use without an FKOD-Version "
                        "header; the newest when the key is created"})
+    integration_id = PublicId("int", allow_none=True, metadata={
+        "description": "one of the partner's integrations; the key's live calls earn that "
+                       "integration's price_per_call. null unlinks the key"})
 
 
 class CreateApiKeyBody(ApiKeyFields):
@@ -202,6 +205,8 @@ class ApiKeySchema(ResponseSchema):
     rate_limit_window = fields.Integer()
     allowed_ips = fields.List(fields.String())
     api_version = fields.String()
+    integration_id = PublicId("int", metadata={
+        "description": "the integration the key's calls are made for; null when none"})
     previous_key_prefix = fields.String(metadata={
         "description": "prefix of the secret replaced by the last rotation"})
     previous_key_expires_at = Timestamp(metadata={

@@ -266,7 +266,8 @@ def test_list_item_shape(world):
     item = next(entry for entry in get(world, "/integrations", limit=100).json["data"]
                 if entry["name"] == "Grade Export")
     assert item["id"] == f"int_{world.ids['Grade Export']}"
-    assert item["pricing"] == {"model": "paid", "price_cents": 999, "currency": "USD"}
+    assert item["pricing"] == {"model": "paid", "price_cents": 999, "price_per_call": None,
+                               "currency": "USD"}
     assert item["rating"] is None
     assert item["featured"] is False
     assert item["partner"] == {"id": item["partner"]["id"], "slug": "acme-learning",
