@@ -46,6 +46,11 @@ def main(global_config, **settings):
     sync_integrations(registry)
     if registry["tasks"].in_process:
         registry["tasks"].start()
+    if registry.settings["fkod.scheduler.embedded"]:
+        from fkod.core.scheduler import Scheduler
+
+        registry["scheduler"] = Scheduler(registry)
+        registry["scheduler"].start()
     atexit.register(shutdown, registry)
     return app
 
@@ -154,6 +159,8 @@ def shutdown(registry) -> None:
     registry["fkod.shut_down"] = True
     from fkod.core.webhooks.http import close_pooled_connections
 
+    if registry.get("scheduler") is not None:
+        registry["scheduler"].stop()
     registry["tasks"].stop()
     registry["plugins"].close()
     close_pooled_connections()

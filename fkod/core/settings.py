@@ -314,6 +314,9 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("billing.stuck_after_seconds", _as_int, "900",
              "A charge or payout whose provider call has not finished after this many "
              "seconds is retried with the same idempotency key.", minimum=60),
+    _setting("scheduler.embedded", _as_bool, "false",
+             "Run the job scheduler inside the application process, for the embedded "
+             "default with its in-process worker; production runs fkod scheduler instead."),
     _setting("plugins.disabled", _as_list, "",
              "Names of plugins not to load, separated by spaces or commas."),
     _setting("plugins.state_cache_seconds", _as_float, "1",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import itertools
+import threading
 import time
 from decimal import Decimal
 
@@ -850,3 +852,25 @@ def test_payment_method_provider_errors(client, app, owner):
     use_billing_provider(app, partner, "no_such_provider")
     response = client.web.post_json(PAYMENT_METHOD, body, headers=headers, status=503)
     assert_envelope(response, 503, "payment_provider_unavailable")
+
+
+def test_concurrent_requests_create_one_payout(client, app, funded):
+    partner, headers = funded
+    barrier = threading.Barrier(4)
+
+    def request(index):
+        barrier.wait()
+        response = client.web.post_json(PAYOUT, {"amount": "120.00"},
+                                        headers={**headers, "Idempotency-Key": f"race-{index}"},
+                                        expect_errors=True)
+        return response.status_int, response.json.get("code")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = sorted(pool.map(request, range(4)))
+
+    assert results[0] == (201, None)
+    assert results[1:] == [(409, "payout_already_open")] * 3
+    payouts = in_db(app, lambda session: session.scalars(sa.select(Payout)).all())
+    assert len(payouts) == 1
+    assert balance(app, partner) == Decimal("130.00")
+    check_ledger(app)

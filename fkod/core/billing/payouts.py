@@ -126,7 +126,9 @@ def payout_run(registry, *, now: dt.datetime | None = None) -> dict:
     for payout_id in pending:
         send_payout(registry, payout_id)
         result["sent"] += 1
-    log.info("payout run finished", extra=result)
+    # LogRecord reserves "created", so the counts go under their own prefix.
+    log.info("payout run finished", extra={f"payouts_{name}": count
+                                           for name, count in result.items()})
     return result
 
 
