@@ -1,6 +1,7 @@
 """Import every model module so ``Base.metadata`` contains all tables (Alembic, tests)."""
 
 from fkod.core.auth import models as auth_models  # noqa: F401
+from fkod.core.auth import oauth_models  # noqa: F401
 from fkod.core.billing import models as billing_models  # noqa: F401
 from fkod.core.db import Base
 from fkod.core.metering import models as metering_models  # noqa: F401

@@ -35,6 +35,9 @@ class ApiUsage(Base):
     error_message: Mapped[str | None] = mapped_column(sa.Text)
     livemode: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     request_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # Set for calls with an OAuth access token: the application and the user it acts for.
+    oauth_client_id: Mapped[int | None] = mapped_column(sa.ForeignKey("oauth_clients.id"))
+    oauth_user_id: Mapped[int | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
 
 
@@ -46,6 +49,7 @@ class ApiUsageHourly(Base):
         sa.UniqueConstraint("hour", "api_key_id", "endpoint", "method", "status_code"),
         sa.Index("ix_api_usage_hourly_partner_hour", "partner_id", "hour"),
         sa.Index("ix_api_usage_hourly_key_hour", "api_key_id", "hour"),
+        sa.Index("ix_api_usage_hourly_client_hour", "oauth_client_id", "hour"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -53,6 +57,7 @@ class ApiUsageHourly(Base):
     hour: Mapped[dt.datetime]
     api_key_id: Mapped[int | None] = mapped_column(sa.ForeignKey("api_keys.id"))
     partner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("partners.id"))
+    oauth_client_id: Mapped[int | None] = mapped_column(sa.ForeignKey("oauth_clients.id"))
     livemode: Mapped[bool]
     endpoint: Mapped[str] = mapped_column(sa.String(255))
     method: Mapped[str] = mapped_column(sa.String(10))
