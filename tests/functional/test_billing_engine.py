@@ -449,3 +449,38 @@ def test_close_due_periods_catches_up_each_month_once(app, client):
     assert close_due_periods(app.registry, now=dt.datetime(2026, 12, 20)) == []
     periods = [invoice.period_start.month for invoice in rows(app, Invoice)]
     assert periods == [9, 10, 11]
+
+
+def test_calls_through_a_linked_oauth_application_earn(app, client):
+    from fkod.core.auth.oauth_models import OAuthClient
+
+    partner_id = new_partner(client)
+    integration_id = new_integration(app, partner_id, price_per_call=Decimal("0.002"))
+    key_id = new_key(app, partner_id, integration_id)
+
+    def application(session):
+        row = OAuthClient(partner_id=partner_id, client_id="fkod_app_billing", client_secret="",
+                          client_type="public", livemode=True, integration_id=integration_id)
+        session.add(row)
+        session.flush()
+        return row.id
+
+    client_id = in_transaction(app, application)
+
+    def usage(session):
+        session.add(ApiUsageHourly(
+            hour=dt.datetime(2026, 11, 9, 14), api_key_id=None, oauth_client_id=client_id,
+            partner_id=partner_id, livemode=True, endpoint="/api/v1/users", method="GET",
+            status_code=200, request_count=2_500, total_response_time_ms=0,
+            max_response_time_ms=0, request_bytes=0, response_bytes=0, latency_histogram={}))
+
+    in_transaction(app, usage)
+    add_usage(app, partner_id=partner_id, key_id=key_id, hour=dt.datetime(2026, 11, 9, 15),
+              count=500)
+
+    close_period(app.registry, NOVEMBER, now=AFTER_NOVEMBER)
+
+    line, = rows(app, RevenueLine, RevenueLine.kind == "call_fee")
+    # 3,000 calls (2,500 by the application, 500 by the key) at 0.002.
+    assert (line.api_calls, line.gross, line.partner_share) == (3_000, Decimal("6.00"),
+                                                                Decimal("4.20"))

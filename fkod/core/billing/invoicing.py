@@ -36,6 +36,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from fkod.core.auth.models import ApiKey, Partner, User
+from fkod.core.auth.oauth_models import OAuthClient
 from fkod.core.billing import ledger
 from fkod.core.billing.ledger import credit, debit
 from fkod.core.billing.models import (
@@ -163,11 +164,18 @@ def billable_calls(session, period: Period, *, partner_id: int | None = None,
     window = (ApiUsageHourly.livemode.is_(True), billable_status(),
               ApiUsageHourly.hour >= period.start_at, ApiUsageHourly.hour < period.end_at)
     if by_integration:
-        return session.execute(
-            sa.select(ApiKey.integration_id, sa.func.sum(ApiUsageHourly.request_count))
-            .join(ApiKey, ApiKey.id == ApiUsageHourly.api_key_id)
-            .where(*window, ApiKey.integration_id.is_not(None))
-            .group_by(ApiKey.integration_id)).all()
+        # A call earns for the integration its key or its OAuth application is linked to.
+        totals: dict[int, int] = defaultdict(int)
+        for credential, column in ((ApiKey, ApiUsageHourly.api_key_id),
+                                   (OAuthClient, ApiUsageHourly.oauth_client_id)):
+            rows = session.execute(
+                sa.select(credential.integration_id, sa.func.sum(ApiUsageHourly.request_count))
+                .join(credential, credential.id == column)
+                .where(*window, credential.integration_id.is_not(None))
+                .group_by(credential.integration_id)).all()
+            for integration_id, count in rows:
+                totals[integration_id] += int(count)
+        return sorted(totals.items())
     select = sa.select(ApiUsageHourly.partner_id, sa.func.sum(ApiUsageHourly.request_count)) \
         .where(*window, ApiUsageHourly.partner_id.is_not(None)) \
         .group_by(ApiUsageHourly.partner_id)
