@@ -11,6 +11,8 @@ import secrets
 
 import sqlalchemy as sa
 
+# Every model, so that foreign keys between their tables resolve.
+import fkod.models  # noqa: F401
 from fkod.core.auth.apikeys import KeyHasher, generate_key
 from fkod.core.auth.models import PLATFORM_NAMESPACE, ApiKey, Partner, PartnerMember, User
 from fkod.core.auth.passwords import PasswordHasher

@@ -26,7 +26,7 @@ BUILT_IN_EVENT_TYPES = {
     "course.completed", "course.created", "integration.created", "integration.installed",
     "integration.published", "integration.updated", "mentor.matched", "partner.created",
     "partner.updated", "partner.verified", "user.created", "user.updated",
-    "support.ticket_created", "support.ticket_replied", "support.ticket_status_changed",
+    "payment.processed", "support.ticket_created", "support.ticket_replied", "support.ticket_status_changed",
     # Operational events of the delivery engine, which the core contributes.
     "webhook.delivery_exhausted", "webhook.endpoint_disabled", "webhook.endpoint_recovered",
 }
