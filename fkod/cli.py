@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -393,7 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from fkod.core.settings import ConfigurationError
+    from fkod.core.settings import ConfigurationError, env_name
+
+    # A command builds the app only to use it; the embedded scheduler belongs to the
+    # serving process, and fkod scheduler runs its own.
+    os.environ[env_name("fkod.scheduler.embedded")] = "false"
 
     try:
         return args.run(args)

@@ -30,7 +30,7 @@ PLUGIN = """
     def fkod_include(config):
         config.registry["tasks"].actor(close_period, name="test.close_period")
         schedule_for(config.registry).add(ScheduledJob(
-            "billing.close_period", "0 2 1 * *", "test.close_period", "Close last month."))
+            "reports.monthly", "0 2 1 * *", "test.close_period", "Close last month."))
 """
 
 
@@ -59,25 +59,25 @@ def calls(record) -> list[str]:
 
 
 def test_run_unknown_job(ini, capsys):
-    status = cli.main(["jobs", "run", ini, "billing.close"])
+    status = cli.main(["jobs", "run", ini, "reports.month"])
 
     assert status == 2
     error = capsys.readouterr().err
-    assert "no scheduled job is called 'billing.close'" in error
-    assert "the jobs are: billing.close_period" in error
+    assert "no scheduled job is called 'reports.month'" in error
+    assert "the jobs are: billing.close_period, billing.payout_run, reports.monthly" in error
 
 
 def test_run_inline(ini, record, capsys):
-    status = cli.main(["jobs", "run", ini, "billing.close_period", "--inline",
+    status = cli.main(["jobs", "run", ini, "reports.monthly", "--inline",
                        "--argument", "2026-11"])
 
     assert status == 0
     assert calls(record) == ["2026-11"]
-    assert "ran billing.close_period (test.close_period) with '2026-11'" in capsys.readouterr().out
+    assert "ran reports.monthly (test.close_period) with '2026-11'" in capsys.readouterr().out
 
 
 def test_run_inline_failure(ini, record, capsys):
-    status = cli.main(["jobs", "run", ini, "billing.close_period", "--inline",
+    status = cli.main(["jobs", "run", ini, "reports.monthly", "--inline",
                        "--argument", "fail"])
 
     assert status == 1
@@ -90,7 +90,7 @@ def test_run_sends_the_current_time(ini, stack_settings, record, capsys):
         pytest.skip("with Redis an fkod worker runs the message, not the command")
     before = utcnow().replace(microsecond=0)
 
-    status = cli.main(["jobs", "run", ini, "billing.close_period"])
+    status = cli.main(["jobs", "run", ini, "reports.monthly"])
 
     assert status == 0
     # The in-process broker runs the message before the command returns.
@@ -103,15 +103,15 @@ def test_run_sends_the_current_time(ini, stack_settings, record, capsys):
 
 def test_list_prints_next_fire_and_last_run(ini, app_factory, capsys):
     app = app_factory()
-    claim(app.registry["db.session_factory"], "billing.close_period",
+    claim(app.registry["db.session_factory"], "reports.monthly",
           dt.datetime(2026, 12, 1, 2), "catch_up", "host-a")
-    job = schedule_for(app.registry).get("billing.close_period")
+    job = schedule_for(app.registry).get("reports.monthly")
 
     status = cli.main(["jobs", "list", ini])
 
     assert status == 0
     out = capsys.readouterr().out
-    assert "billing.close_period  Close last month." in out
+    assert "reports.monthly  Close last month." in out
     assert "  cron      0 2 1 * * (UTC)" in out
     assert "  actor     test.close_period" in out
     next_fire = next_fire_time(job).isoformat(timespec="seconds") + "Z"

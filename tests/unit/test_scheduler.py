@@ -26,7 +26,7 @@ from fkod.core.settings import ConfigurationError
 
 ACTOR = "test.record_close"
 # 02:00 UTC on the first of each month.
-MONTHLY = ScheduledJob("billing.close_period", "0 2 1 * *", ACTOR, "Close last month.")
+MONTHLY = ScheduledJob("reports.monthly", "0 2 1 * *", ACTOR, "Close last month.")
 
 
 class Recorder:
@@ -65,6 +65,8 @@ def with_job(app, recorder, job: ScheduledJob = MONTHLY):
     tasks = app.registry["tasks"]
     if ACTOR not in tasks.actors:
         tasks.actor(recorder, name=ACTOR)
+    # The app's own jobs (billing) are left out, so only the test's job fires.
+    app.registry["schedule"] = Schedule()
     schedule_for(app.registry).add(job)
     return app
 
@@ -95,7 +97,7 @@ def at(text: str) -> dt.datetime:
 ])
 def test_invalid_cron_refused(cron):
     with pytest.raises(ValueError, match="invalid cron expression"):
-        ScheduledJob("billing.close_period", cron, ACTOR)
+        ScheduledJob("reports.monthly", cron, ACTOR)
 
 
 def test_crontab_weekday_numbers():
@@ -126,8 +128,8 @@ def test_duplicate_job_name_refused():
     schedule = Schedule()
     schedule.add(MONTHLY)
 
-    with pytest.raises(ValueError, match=r"billing\.close_period exists already"):
-        schedule.add(ScheduledJob("billing.close_period", "0 3 * * *", "other.actor"))
+    with pytest.raises(ValueError, match=r"reports\.monthly exists already"):
+        schedule.add(ScheduledJob("reports.monthly", "0 3 * * *", "other.actor"))
 
     assert [job.cron for job in schedule] == ["0 2 1 * *"]
 
@@ -157,7 +159,7 @@ def test_claim_once_per_fire_time(app):
     assert claim(factory, "other.job", fire_time, "schedule", "host-b-2") is True
 
     assert stored_runs(app) == [
-        ("billing.close_period", at("2026-12-01T02:00:00"), "schedule", "host-a-1"),
+        ("reports.monthly", at("2026-12-01T02:00:00"), "schedule", "host-a-1"),
         ("other.job", at("2026-12-01T02:00:00"), "schedule", "host-b-2"),
     ]
 
@@ -202,7 +204,7 @@ def test_two_schedulers_send_a_firing_once(app_factory, recorder):
     assert recorder.received(first.registry["tasks"], 1) == ["2026-12-01T02:00:00Z"]
     [run] = stored_runs(first)
     winner = next(name for name, sent in results.items() if sent)
-    assert run == ("billing.close_period", fire_time, "schedule", winner)
+    assert run == ("reports.monthly", fire_time, "schedule", winner)
 
 
 def test_catch_up_sends_once_after_downtime(app, recorder):
@@ -213,7 +215,7 @@ def test_catch_up_sends_once_after_downtime(app, recorder):
 
     sent = scheduler.catch_up(now=at("2026-12-05T10:00:00"))
 
-    assert sent == ["billing.close_period"]
+    assert sent == ["reports.monthly"]
     tasks = app.registry["tasks"]
     assert recorder.received(tasks, 2) == ["2026-09-01T02:00:00Z", "2026-12-01T02:00:00Z"]
     assert [run[1:3] for run in stored_runs(app)] == [
@@ -230,7 +232,7 @@ def test_first_start_catches_up_once(app, recorder):
     with_job(app, recorder)
     scheduler = Scheduler(app.registry)
 
-    assert scheduler.catch_up(now=at("2026-12-05T10:00:00")) == ["billing.close_period"]
+    assert scheduler.catch_up(now=at("2026-12-05T10:00:00")) == ["reports.monthly"]
     assert scheduler.catch_up(now=at("2026-12-05T10:01:00")) == []
 
     assert recorder.received(app.registry["tasks"], 1) == ["2026-12-01T02:00:00Z"]
@@ -249,12 +251,12 @@ def test_catch_up_skips_a_firing_sent_on_time(app, recorder):
 
 def test_manual_run_does_not_replace_a_catch_up(app, recorder):
     with_job(app, recorder)
-    run_job_now(app.registry, "billing.close_period", argument="2026-10",
+    run_job_now(app.registry, "reports.monthly", argument="2026-10",
                 now=at("2026-12-03T09:00:00"))
 
     sent = Scheduler(app.registry).catch_up(now=at("2026-12-05T10:00:00"))
 
-    assert sent == ["billing.close_period"]
+    assert sent == ["reports.monthly"]
     assert recorder.received(app.registry["tasks"], 2) == ["2026-10", "2026-12-01T02:00:00Z"]
 
 
@@ -268,8 +270,8 @@ def test_start_runs_catch_up_and_schedules_each_job(app, recorder):
     finally:
         scheduler.stop()
 
-    assert list(upcoming) == ["billing.close_period"]
-    assert upcoming["billing.close_period"] == next_fire_time(MONTHLY)
+    assert list(upcoming) == ["reports.monthly"]
+    assert upcoming["reports.monthly"] == next_fire_time(MONTHLY)
     assert recorder.received(app.registry["tasks"], 1) == ["2026-12-01T02:00:00Z"]
 
 
@@ -289,19 +291,19 @@ def test_run_forever_returns_when_stopped(app, recorder):
 def test_run_now_sends_the_current_time(app, recorder):
     with_job(app, recorder)
 
-    run = run_job_now(app.registry, "billing.close_period", now=at("2026-12-05T10:00:07.5"),
+    run = run_job_now(app.registry, "reports.monthly", now=at("2026-12-05T10:00:07.5"),
                       claimed_by="operator")
 
     assert run.claimed and not run.inline
     assert recorder.received(app.registry["tasks"], 1) == ["2026-12-05T10:00:07Z"]
     assert stored_runs(app) == [
-        ("billing.close_period", at("2026-12-05T10:00:07"), "manual", "operator")]
+        ("reports.monthly", at("2026-12-05T10:00:07"), "manual", "operator")]
 
 
 def test_run_now_inline_calls_the_function(app, recorder):
     with_job(app, recorder)
 
-    run = run_job_now(app.registry, "billing.close_period", argument="2026-11", inline=True)
+    run = run_job_now(app.registry, "reports.monthly", argument="2026-11", inline=True)
 
     assert run.result == "done 2026-11"
     assert recorder.calls == ["2026-11"]
@@ -312,8 +314,8 @@ def test_run_now_once_per_second(app, recorder):
     with_job(app, recorder)
     now = at("2026-12-05T10:00:00")
 
-    assert run_job_now(app.registry, "billing.close_period", inline=True, now=now).claimed
-    again = run_job_now(app.registry, "billing.close_period", inline=True, now=now)
+    assert run_job_now(app.registry, "reports.monthly", inline=True, now=now).claimed
+    again = run_job_now(app.registry, "reports.monthly", inline=True, now=now)
 
     assert not again.claimed
     assert recorder.calls == ["2026-12-05T10:00:00Z"]
@@ -323,8 +325,8 @@ def test_run_now_unknown_job(app, recorder):
     with_job(app, recorder)
 
     with pytest.raises(UnknownJob) as raised:
-        run_job_now(app.registry, "billing.close")
+        run_job_now(app.registry, "reports.month")
 
     assert str(raised.value) == (
-        "no scheduled job is called 'billing.close'; the jobs are: billing.close_period")
+        "no scheduled job is called 'reports.month'; the jobs are: reports.monthly")
     assert stored_runs(app) == []
