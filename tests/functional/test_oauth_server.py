@@ -1,0 +1,479 @@
+"""The OAuth 2.0 authorization server: authorize, token, revoke, introspect, metadata."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+from fkod.core.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken, digest
+from fkod.core.auth.tokens import InvalidToken
+from fkod.core.db import run_in_transaction
+from fkod.core.ids import parse_id
+from fkod.core.oauth import verify_access_token
+from fkod.core.testing import TEST_PASSWORD, verify_partner
+
+REDIRECT_URI = "https://app.example/callback"
+SCOPE = "users:read courses:read"
+
+
+def add_client(app, partner_id: str, *, public: bool = False, livemode: bool = False,
+               name: str = "Study Buddy", scope: str = SCOPE,
+               redirect_uris=(REDIRECT_URI,), status: str = "active") -> tuple[str, str | None]:
+    """Insert an OAuth client for the partner; return its id and secret (None when public)."""
+    client_id = secrets.token_urlsafe(18)
+    secret = None if public else secrets.token_urlsafe(32)
+    grant_types = ["authorization_code", "refresh_token"]
+    if not public:
+        grant_types.append("client_credentials")
+
+    def work(session):
+        client = OAuthClient(
+            client_id=client_id, client_secret=digest(secret) if secret else "",
+            partner_id=parse_id("partner", partner_id), livemode=livemode, status=status,
+            client_type="public" if public else "confidential")
+        client.set_client_metadata({
+            "client_name": name, "redirect_uris": list(redirect_uris), "scope": scope,
+            "grant_types": grant_types, "response_types": ["code"],
+            "token_endpoint_auth_method": "none" if public else "client_secret_basic",
+            "logo_uri": "https://app.example/logo.png",
+        })
+        session.add(client)
+
+    run_in_transaction(app.registry["db.session_factory"], work)
+    return client_id, secret
+
+
+def basic(client_id: str, secret: str) -> dict:
+    raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    return verifier, create_s256_code_challenge(verifier)
+
+
+class World:
+    def __init__(self, client):
+        self.client = client
+        self.app = client.app
+        self.web = client.web
+        registered = client.register_partner(company_name="Acme Learning")
+        self.partner_id = registered["partner"]["id"]
+        self.email = registered["user"]["email"]
+        self.client_id, self.secret = add_client(self.app, self.partner_id)
+
+    def authorize_url(self, **params) -> str:
+        query = {"response_type": "code", "client_id": self.client_id,
+                 "redirect_uri": REDIRECT_URI, "scope": SCOPE, "state": "xyz-state"}
+        query.update(params)
+        return "/oauth/authorize?" + urlencode({k: v for k, v in query.items() if v is not None})
+
+    def log_in(self, url: str):
+        page = self.web.get(url, status=200)
+        assert "Log in to F-KOD" in page.text
+        form = page.forms[0]
+        form["email"] = self.email
+        form["password"] = TEST_PASSWORD
+        return form.submit(status=303).follow(status=200)
+
+    def approve(self, url: str, decision: str = "approve") -> dict:
+        page = self.web.get(url, status=200)
+        if "Log in to F-KOD" in page.text:
+            page = self.log_in(url)
+        response = page.forms[0].submit("action", value=decision, status=302)
+        location = response.headers["Location"]
+        assert location.startswith(REDIRECT_URI + "?")
+        return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
+
+    def get_code(self, **params) -> tuple[str, str]:
+        verifier, challenge = pkce()
+        query = self.approve(self.authorize_url(code_challenge=challenge,
+                                                code_challenge_method="S256", **params))
+        assert query["state"] == params.get("state", "xyz-state")
+        return query["code"], verifier
+
+    def token(self, body: dict, *, client_id=None, secret=None, status=200) -> dict:
+        headers = basic(client_id or self.client_id, secret or self.secret) \
+            if (secret or self.secret) and client_id != "public" else {}
+        return self.web.post("/oauth/token", body, headers=headers, status=status).json
+
+    def exchange(self, code: str, verifier: str, **extra) -> dict:
+        body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+                "code_verifier": verifier, **extra}
+        return self.token(body)
+
+    def introspect(self, token: str) -> dict:
+        return self.web.post("/oauth/introspect", {"token": token},
+                             headers=basic(self.client_id, self.secret), status=200).json
+
+
+@pytest.fixture
+def world(client):
+    return World(client)
+
+
+def error_of(response) -> dict:
+    return {key: values[0] for key, values in
+            parse_qs(urlsplit(response.headers["Location"]).query).items()}
+
+
+# Authorization code with PKCE ------------------------------------------------------
+
+
+def test_full_flow_issues_a_jwt_for_the_user(world):
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+
+    assert token["token_type"] == "Bearer"
+    assert token["expires_in"] == 3600
+    assert token["scope"] == SCOPE
+    assert token["refresh_token"]
+    claims = verify_access_token(world.app.registry, token["access_token"])
+    assert claims["sub"].startswith("user_")
+    assert claims["client_id"] == world.client_id
+    assert claims["scope"] == SCOPE
+    assert claims["partner_id"] == world.partner_id
+    assert claims["livemode"] is False
+    assert claims["aud"] == "fkod-api"
+    assert claims["exp"] - claims["iat"] == 3600
+
+    def check(session):
+        row = session.scalar(sa.select(OAuthToken).where(OAuthToken.access_token == claims["jti"]))
+        assert row.refresh_token == digest(token["refresh_token"])
+        consent = session.scalar(sa.select(OAuthConsent))
+        assert sorted(consent.scopes) == sorted(SCOPE.split())
+
+    run_in_transaction(world.app.registry["db.session_factory"], check)
+
+
+def test_public_client_flow_with_pkce(world):
+    public_id, _ = add_client(world.app, world.partner_id, public=True)
+    verifier, challenge = pkce()
+    query = world.approve(world.authorize_url(client_id=public_id, code_challenge=challenge,
+                                              code_challenge_method="S256"))
+    body = {"grant_type": "authorization_code", "code": query["code"], "client_id": public_id,
+            "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
+    token = world.web.post("/oauth/token", body, status=200).json
+    assert verify_access_token(world.app.registry, token["access_token"])["client_id"] \
+        == public_id
+
+
+def test_public_client_without_pkce_is_refused_with_state(world):
+    public_id, _ = add_client(world.app, world.partner_id, public=True)
+    world.log_in(world.authorize_url(client_id=public_id, code_challenge="x" * 43,
+                                     code_challenge_method="S256"))
+    response = world.web.get(world.authorize_url(client_id=public_id), status=302)
+    error = error_of(response)
+    assert error["error"] == "invalid_request"
+    assert error["state"] == "xyz-state"
+
+
+@pytest.mark.parametrize("method", ["plain", None])
+def test_pkce_plain_or_missing_method_is_refused(world, method):
+    _, challenge = pkce()
+    world.log_in(world.authorize_url())
+    response = world.web.get(world.authorize_url(code_challenge=challenge,
+                                                 code_challenge_method=method), status=302)
+    error = error_of(response)
+    assert error["error"] == "invalid_request"
+    assert "S256" in error["error_description"]
+    assert error["state"] == "xyz-state"
+
+
+def test_wrong_verifier_is_refused(world):
+    code, _ = world.get_code()
+    other, _ = pkce()
+    body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "code_verifier": other}
+    assert world.token(body, status=400)["error"] == "invalid_grant"
+
+
+def test_missing_verifier_is_refused(world):
+    code, _ = world.get_code()
+    body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI}
+    assert world.token(body, status=400)["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("variant", [
+    REDIRECT_URI + "/", "https://APP.example/callback", "https://app.example/CALLBACK",
+    REDIRECT_URI + "/extra", REDIRECT_URI + "?next=1", "https://app.example/call",
+])
+def test_redirect_uri_must_match_exactly_at_authorize(world, variant):
+    response = world.web.get(world.authorize_url(redirect_uri=variant), status=400)
+    assert "Location" not in response.headers
+    assert "redirect_uri" in response.text
+
+
+@pytest.mark.parametrize("variant", [
+    REDIRECT_URI + "/", "https://APP.example/callback", REDIRECT_URI + "/extra",
+    REDIRECT_URI + "?next=1", None,
+])
+def test_redirect_uri_must_match_exactly_at_token(world, variant):
+    code, verifier = world.get_code()
+    body = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier}
+    if variant is not None:
+        body["redirect_uri"] = variant
+    assert world.token(body, status=400)["error"] == "invalid_grant"
+
+
+def test_unknown_client_is_an_error_page_not_a_redirect(world):
+    response = world.web.get(world.authorize_url(client_id="nope"), status=400)
+    assert "Location" not in response.headers
+    assert "invalid_client" in response.text
+
+
+def test_deleted_client_and_suspended_partner_are_refused(world):
+    deleted_id, _ = add_client(world.app, world.partner_id, status="deleted")
+    world.web.get(world.authorize_url(client_id=deleted_id), status=400)
+
+    def suspend(session):
+        from fkod.core.auth.models import Partner
+
+        session.execute(sa.update(Partner).values(status="suspended"))
+
+    code, verifier = world.get_code()
+    run_in_transaction(world.app.registry["db.session_factory"], suspend)
+    assert world.token({"grant_type": "authorization_code", "code": code,
+                        "redirect_uri": REDIRECT_URI, "code_verifier": verifier},
+                       status=401)["error"] == "invalid_client"
+    world.web.get(world.authorize_url(), status=400)
+
+
+def test_deny_redirects_with_access_denied_and_state(world):
+    query = world.approve(world.authorize_url(state="keep-me"), decision="deny")
+    assert query["error"] == "access_denied"
+    assert query["state"] == "keep-me"
+    assert "code" not in query
+
+
+def test_scope_not_registered_is_redirected_with_state(world):
+    world.log_in(world.authorize_url())
+    response = world.web.get(world.authorize_url(scope="users:read admin:write"), status=302)
+    error = error_of(response)
+    assert error["error"] == "invalid_scope"
+    assert error["state"] == "xyz-state"
+
+
+def test_unsupported_response_type_is_redirected_with_state(world):
+    response = world.web.get(world.authorize_url(response_type="token"), status=302)
+    error = error_of(response)
+    assert error["error"] == "unsupported_response_type"
+    assert error["state"] == "xyz-state"
+
+
+def test_code_reuse_revokes_the_tokens_it_issued(world):
+    code, verifier = world.get_code()
+    first = world.exchange(code, verifier)
+    assert world.introspect(first["access_token"])["active"] is True
+
+    second = world.token({"grant_type": "authorization_code", "code": code,
+                          "redirect_uri": REDIRECT_URI, "code_verifier": verifier}, status=400)
+    assert second["error"] == "invalid_grant"
+    assert world.introspect(first["access_token"]) == {"active": False}
+    assert world.introspect(first["refresh_token"]) == {"active": False}
+    with pytest.raises(InvalidToken):
+        verify_access_token(world.app.registry, first["access_token"])
+
+
+def test_password_grant_and_implicit_grant_are_not_offered(world):
+    body = {"grant_type": "password", "username": world.email, "password": TEST_PASSWORD}
+    assert world.token(body, status=400)["error"] == "unsupported_grant_type"
+    response = world.web.get(world.authorize_url(response_type="token"), status=302)
+    assert error_of(response)["error"] == "unsupported_response_type"
+
+
+def test_live_mode_client_needs_a_verified_partner(world):
+    live_id, live_secret = add_client(world.app, world.partner_id, livemode=True)
+    body = {"grant_type": "client_credentials"}
+    refused = world.token(body, client_id=live_id, secret=live_secret, status=400)
+    assert refused["error"] == "unauthorized_client"
+    assert "verified" in refused["error_description"]
+
+    verify_partner(world.app, world.partner_id)
+    token = world.token(body, client_id=live_id, secret=live_secret)
+    assert verify_access_token(world.app.registry, token["access_token"])["livemode"] is True
+
+
+# Refresh tokens --------------------------------------------------------------------
+
+
+def refresh(world, refresh_token: str, status=200, **extra) -> dict:
+    return world.token({"grant_type": "refresh_token", "refresh_token": refresh_token, **extra},
+                       status=status)
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(world):
+    code, verifier = world.get_code()
+    first = world.exchange(code, verifier)
+    second = refresh(world, first["refresh_token"])
+    assert second["refresh_token"] != first["refresh_token"]
+    assert world.introspect(first["refresh_token"]) == {"active": False}
+    assert world.introspect(second["access_token"])["active"] is True
+
+    reused = refresh(world, first["refresh_token"], status=400)
+    assert reused["error"] == "invalid_grant"
+    for token in (second["access_token"], second["refresh_token"], first["access_token"]):
+        assert world.introspect(token) == {"active": False}
+    assert refresh(world, second["refresh_token"], status=400)["error"] == "invalid_grant"
+
+
+def test_refresh_scope_can_narrow_but_not_widen(world):
+    code, verifier = world.get_code(scope="users:read")
+    first = world.exchange(code, verifier)
+    assert first["scope"] == "users:read"
+    widened = refresh(world, first["refresh_token"], status=400, scope="users:read courses:read")
+    assert widened["error"] == "invalid_scope"
+
+    code, verifier = world.get_code()
+    both = world.exchange(code, verifier)
+    narrowed = refresh(world, both["refresh_token"], scope="courses:read")
+    assert narrowed["scope"] == "courses:read"
+    claims = verify_access_token(world.app.registry, narrowed["access_token"])
+    assert claims["scope"] == "courses:read"
+    assert refresh(world, narrowed["refresh_token"], status=400,
+                   scope="users:read")["error"] == "invalid_scope"
+
+
+def test_refresh_token_of_another_client_is_refused(world):
+    code, verifier = world.get_code()
+    first = world.exchange(code, verifier)
+    other_id, other_secret = add_client(world.app, world.partner_id)
+    body = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    assert world.token(body, client_id=other_id, secret=other_secret,
+                       status=400)["error"] == "invalid_grant"
+    assert world.introspect(first["refresh_token"])["active"] is True
+
+
+# Client credentials, revocation, introspection ------------------------------------
+
+
+def test_client_credentials_issues_a_token_for_the_client(world):
+    token = world.token({"grant_type": "client_credentials", "scope": "users:read"})
+    assert "refresh_token" not in token
+    claims = verify_access_token(world.app.registry, token["access_token"])
+    assert claims["sub"] == world.client_id
+    assert claims["scope"] == "users:read"
+
+    assert world.token({"grant_type": "client_credentials", "scope": "users:write"},
+                       status=400)["error"] == "invalid_scope"
+    assert world.token({"grant_type": "client_credentials"})["scope"] == SCOPE
+    world.web.post("/oauth/token", {"grant_type": "client_credentials"},
+                   headers=basic(world.client_id, "wrong"), status=401)
+
+
+def test_public_client_cannot_use_client_credentials(world):
+    public_id, _ = add_client(world.app, world.partner_id, public=True)
+    response = world.web.post("/oauth/token", {"grant_type": "client_credentials",
+                                               "client_id": public_id}, status=401)
+    assert response.json["error"] == "invalid_client"
+
+
+def test_revoke_access_and_refresh_tokens(world):
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+    world.web.post("/oauth/revoke", {"token": token["access_token"]},
+                   headers=basic(world.client_id, world.secret), status=200)
+    assert world.introspect(token["access_token"]) == {"active": False}
+    assert world.introspect(token["refresh_token"])["active"] is True
+
+    world.web.post("/oauth/revoke", {"token": token["refresh_token"],
+                                     "token_type_hint": "refresh_token"},
+                   headers=basic(world.client_id, world.secret), status=200)
+    assert world.introspect(token["refresh_token"]) == {"active": False}
+    assert refresh(world, token["refresh_token"], status=400)["error"] == "invalid_grant"
+    # An unknown token is not an error (RFC 7009).
+    world.web.post("/oauth/revoke", {"token": "unknown"},
+                   headers=basic(world.client_id, world.secret), status=200)
+
+
+def test_introspect_needs_client_authentication(world):
+    token = world.token({"grant_type": "client_credentials"})
+    world.web.post("/oauth/introspect", {"token": token["access_token"]}, status=401)
+    found = world.introspect(token["access_token"])
+    assert found["active"] is True
+    assert found["client_id"] == world.client_id
+    assert found["sub"] == world.client_id
+    assert found["scope"] == SCOPE
+    assert world.introspect("not-a-token") == {"active": False}
+
+    other_id, other_secret = add_client(world.app, world.partner_id)
+    other = world.web.post("/oauth/introspect", {"token": token["access_token"]},
+                           headers=basic(other_id, other_secret), status=200).json
+    assert other == {"active": False}
+
+
+def test_metadata_document(world):
+    document = world.web.get("/.well-known/oauth-authorization-server", status=200).json
+    assert document["issuer"] == "http://localhost"
+    assert document["authorization_endpoint"] == "http://localhost/oauth/authorize"
+    assert document["token_endpoint"] == "http://localhost/oauth/token"
+    assert document["revocation_endpoint"] == "http://localhost/oauth/revoke"
+    assert document["introspection_endpoint"] == "http://localhost/oauth/introspect"
+    assert document["jwks_uri"] == "http://localhost/.well-known/jwks.json"
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["response_types_supported"] == ["code"]
+    assert set(document["grant_types_supported"]) == {
+        "authorization_code", "refresh_token", "client_credentials"}
+    assert "users:read" in document["scopes_supported"]
+    assert "admin:write" not in document["scopes_supported"]
+
+
+# The pages ---------------------------------------------------------------------------
+
+
+def test_consent_page_escapes_client_name(world):
+    hostile_id, _ = add_client(world.app, world.partner_id, name="<script>alert(1)</script>")
+    _, challenge = pkce()
+    url = world.authorize_url(client_id=hostile_id, code_challenge=challenge,
+                              code_challenge_method="S256")
+    page = world.log_in(url)
+    assert "<script>alert(1)</script>" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "Acme Learning" in page.text
+    assert "Unverified partner" in page.text
+    assert "Read the users in your tenancy." in page.text
+    assert 'src="https://app.example/logo.png"' in page.text
+    assert page.forms[0]["csrf_token"].value
+
+
+def test_error_page_escapes_what_the_user_sent(world):
+    response = world.web.get(world.authorize_url(redirect_uri="https://x/<b>\"'"), status=400)
+    assert "<b>" not in response.text
+
+
+def test_decision_needs_the_csrf_token(world):
+    url = world.authorize_url(code_challenge=pkce()[1], code_challenge_method="S256")
+    page = world.log_in(url)
+    form = page.forms[0]
+    form["csrf_token"] = "forged"
+    response = form.submit("action", value="approve", status=403)
+    assert "Location" not in response.headers
+
+    page = world.web.get(url, status=200)
+    del page.forms[0].fields["csrf_token"]
+    response = world.web.post(url, {"action": "approve"}, status=403)
+    assert "Location" not in response.headers
+
+
+def test_login_with_a_wrong_password_shows_an_error(world):
+    page = world.web.get(world.authorize_url(), status=200)
+    form = page.forms[0]
+    form["email"] = world.email
+    form["password"] = "not the password"
+    response = form.submit(status=200)
+    assert "The email or password is wrong." in response.text
+    assert "Log in to F-KOD" in response.text
+
+
+def test_session_cookie_is_http_only_and_lax(world):
+    page = world.web.get(world.authorize_url(), status=200)
+    cookie = page.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Path=/oauth" in cookie
