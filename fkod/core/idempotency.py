@@ -70,8 +70,8 @@ MASKED_FIELDS_HEADER = "Idempotent-Masked-Fields"
 # Headers of the first response that a replay repeats.
 STORED_HEADERS = ("Content-Type", "Location", "Cache-Control")
 # Top-level fields that hold a secret in the responses of no_store operations.
-SECRET_FIELDS = ("key", "secret")
-SECRET_PREFIXES = ("sk_live_", "sk_test_", "whsec_")
+SECRET_FIELDS = ("key", "secret", "client_secret")
+SECRET_PREFIXES = ("sk_live_", "sk_test_", "whsec_", "fkod_secret_")
 MASK = "…"
 MAX_KEY_LENGTH = 255
 
@@ -167,6 +167,16 @@ def mask_secrets(body: str) -> tuple[str, list[str]]:
     for name in masked:
         data[name] = mask_secret(data[name])
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")), masked
+
+
+def _declares_no_secret(body: str) -> bool:
+    """Tell whether a JSON object body has a secret field whose value is null."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and any(
+        name in data and data[name] is None for name in SECRET_FIELDS)
 
 
 def caller_owner(principal) -> str | None:
@@ -395,6 +405,9 @@ def stored_form(response, no_store: bool) -> StoredResponse | None:
                if name in response.headers}
     if no_store and 200 <= response.status_code < 300:
         body, masked = mask_secrets(body)
+        if not masked and _declares_no_secret(body):
+            # A secret field that is null (a public OAuth client) reveals nothing.
+            return StoredResponse(response.status_code, body, headers)
         if not masked:
             # NOTE: a no_store operation whose secret sits in a field missing from
             # SECRET_FIELDS loses idempotency: the claim is deleted and a retry runs again.

@@ -40,8 +40,6 @@ def _with_secret(request, application, secret: str | None) -> Dumped:
            errors=((400, "invalid_scope"), (403, "partner_not_verified"),
                    (403, "email_not_verified")))
 def create_application(request):
-    # NOTE: fkod.core.idempotency masks only the fields "key" and "secret", so it does not
-    # store this response and a retry with the same Idempotency-Key creates another application.
     application, secret = applications.create_application(request, request.partner,
                                                           dict(request.validated))
     return _with_secret(request, application, secret)

@@ -582,3 +582,25 @@ def test_delete_keeps_earlier_revocation_time(client, app, owner):
     access, refresh = token_revocation(app, token_id)
     assert access == 1000
     assert refresh > 1000
+
+
+@pytest.mark.parametrize("client_type", ["confidential", "public"])
+def test_create_retried_with_idempotency_key(client, client_type):
+    partner, token = client.partner_with_token()
+    headers = {**auth_header(token), "Idempotency-Key": f"create-{client_type}"}
+    body = {"name": "Retry", "client_type": client_type,
+            "redirect_uris": ["https://app.example/callback"], "scopes": ["users:read"]}
+    first = client.web.post_json("/api/developers/applications", body, headers=headers,
+                                 status=201).json
+    again = client.web.post_json("/api/developers/applications", body, headers=headers,
+                                 status=201).json
+
+    assert again["id"] == first["id"]
+    listed = client.web.get("/api/developers/applications", headers=auth_header(token)).json
+    assert len(listed["data"]) == 1
+    if client_type == "confidential":
+        # The secret is shown once; the replay masks it.
+        assert first["client_secret"].startswith("fkod_secret_")
+        assert again["client_secret"] == "fkod_secret_…"
+    else:
+        assert first["client_secret"] is None and again["client_secret"] is None
