@@ -288,20 +288,24 @@ def update_application(request, application_id: int, data: dict) -> OAuthClient:
     return application
 
 
-def delete_application(request, application_id: int) -> None:
-    """Mark an application deleted and revoke its tokens and its users' authorizations."""
-    application = get_application(request, application_id, for_update=True)
-    now = utcnow()
+def retire_application(session, application: OAuthClient, now) -> tuple[int, int]:
+    """Mark an application deleted and revoke its tokens and consents; return both counts."""
     application.status = "deleted"
     application.deleted_at = now
     application.updated_at = now
-    session = request.dbsession
     tokens = revoke_tokens(session, application.client_id)
     consents = session.execute(
         sa.update(OAuthConsent)
         .where(OAuthConsent.oauth_client_id == application.id, OAuthConsent.revoked_at.is_(None))
         .values(revoked_at=now, updated_at=now)
         .execution_options(synchronize_session=False)).rowcount
+    return tokens, consents
+
+
+def delete_application(request, application_id: int) -> None:
+    """Mark an application deleted and revoke its tokens and its users' authorizations."""
+    application = get_application(request, application_id, for_update=True)
+    tokens, consents = retire_application(request.dbsession, application, utcnow())
     audit.record(request, "oauth_app.deleted", partner_id=application.partner_id,
                  target_type="oauth_app", target_id=app_ref(application),
                  details={"client_id": application.client_id, "tokens_revoked": tokens,

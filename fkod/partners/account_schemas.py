@@ -278,6 +278,7 @@ class DeletionSchema(ResponseSchema):
     deletion_requested_at = Timestamp()
     deleted_at = Timestamp()
     api_keys_revoked = fields.Integer()
+    oauth_apps_deleted = fields.Integer()
     webhooks_deleted = fields.Integer()
     users_anonymised = fields.Integer()
     documents_deleted = fields.Integer()

@@ -14,7 +14,8 @@ masked to their last 4 characters, no storage key of a document.
 **Deletion**, confirmed by the partner's exact ``company_name``, runs in one
 transaction:
 
-* every API key is revoked and every webhook endpoint deleted, pending
+* every API key is revoked, every OAuth application deleted with its tokens,
+  and every webhook endpoint deleted, pending
   invitations are revoked, and published integrations are unpublished;
 * member users are anonymised (email replaced by a placeholder, name, password,
   second factor and mailed tokens removed, status ``deleted``), except a user
@@ -51,6 +52,7 @@ from fkod.core.auth.models import (
     User,
     UserToken,
 )
+from fkod.core.auth.oauth_models import OAuthClient
 from fkod.core.db import utcnow
 from fkod.core.errors import ValidationFailed, field_error
 from fkod.core.ids import public_id
@@ -214,6 +216,18 @@ def export_partner(request) -> dict:
 # Deletion ----------------------------------------------------------------------------------
 
 
+def _delete_applications(request, partner: Partner, now: dt.datetime) -> int:
+    """Delete the partner's OAuth applications, revoking their tokens and consents."""
+    from fkod.developers.applications import retire_application
+
+    applications = request.dbsession.scalars(
+        sa.select(OAuthClient).where(OAuthClient.partner_id == partner.id,
+                                     OAuthClient.status != "deleted")).all()
+    for application in applications:
+        retire_application(request.dbsession, application, now)
+    return len(applications)
+
+
 def _revoke_api_keys(request, partner: Partner, now: dt.datetime) -> int:
     keys = request.dbsession.scalars(
         sa.select(ApiKey).where(ApiKey.partner_id == partner.id)).all()
@@ -340,6 +354,7 @@ def delete_partner(request, confirm: str) -> dict:
         "deletion_requested_at": now,
         "deleted_at": now,
         "api_keys_revoked": _revoke_api_keys(request, partner, now),
+        "oauth_apps_deleted": _delete_applications(request, partner, now),
         "webhooks_deleted": _delete_webhooks(request, partner, now),
     }
     summary["users_anonymised"] = _anonymise_members(request, partner, now)

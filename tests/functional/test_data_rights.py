@@ -69,8 +69,11 @@ def world(client, app, make_receiver) -> dict:
     client.web.post_json("/api/partners/verify", verification_body(), headers=headers)
     document = upload(client, owner, PDF).json
     pending = invite(client, owner, new_email("pending"), "billing").json
+    application = client.web.post_json("/api/developers/applications", {
+        "name": "Sync", "redirect_uris": ["https://acme.example/callback"],
+        "scopes": ["users:read"]}, headers=headers, status=201).json
     return {"team": team, "key": key, "webhook": webhook, "ticket": ticket,
-            "document": document, "pending": pending}
+            "document": document, "pending": pending, "application": application}
 
 
 def export(client, token: str) -> dict:
@@ -232,6 +235,7 @@ def test_deletion_effects(client, app, world):
     assert deleted["id"] == team.partner["id"]
     assert deleted["deleted_at"] == deleted["deletion_requested_at"]
     assert deleted["api_keys_revoked"] == 1
+    assert deleted["oauth_apps_deleted"] == 1
     assert deleted["webhooks_deleted"] == 1
     assert deleted["users_anonymised"] == 5
     assert deleted["documents_deleted"] == 1
