@@ -477,3 +477,18 @@ def test_session_cookie_is_http_only_and_lax(world):
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     assert "Path=/oauth" in cookie
+
+
+def test_narrowing_the_application_narrows_its_tokens(world):
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+
+    def narrow(session):
+        application = session.scalar(sa.select(OAuthClient)
+                                     .where(OAuthClient.client_id == world.client_id))
+        application.set_client_metadata({**application.client_metadata, "scope": "users:read"})
+
+    run_in_transaction(world.app.registry["db.session_factory"], narrow)
+
+    claims = verify_access_token(world.app.registry, token["access_token"])
+    assert claims["scope"] == "users:read"

@@ -319,13 +319,19 @@ def verify_access_token(registry, token: str, dbsession=None) -> dict:
             raise InvalidToken("unknown token")
         if not token_row_is_active(dbsession, row, kind="access"):
             raise InvalidToken("the token was revoked or no longer grants access")
+        client = find_usable_client(dbsession, row.client_id)
+        if client is None:
+            raise InvalidToken("the application was deleted or its partner is blocked")
         if row.livemode:
-            client = find_usable_client(dbsession, row.client_id)
             try:
                 check_client_can_issue(dbsession, client)
             except OAuth2Error:
                 raise InvalidToken("the partner is not verified for live mode") from None
-        return claims
+        # A token grants only the scopes its application may still request, so
+        # narrowing an application's scopes narrows the tokens it holds at once.
+        allowed = set(client.scope.split())
+        granted = [scope for scope in str(claims.get("scope", "")).split() if scope in allowed]
+        return {**claims, "scope": " ".join(granted)}
     finally:
         if own_session:
             dbsession.close()
