@@ -120,6 +120,12 @@ SETTINGS: tuple[Setting, ...] = (
              "jwt_private_key holds the PEM itself."),
     _setting("secrets.jwt_private_key", _as_str, "",
              "PEM of the EC P-256 key that signs access tokens.", secret=True),
+    _setting("secrets.jwt_previous_public_keys", _as_str, "",
+             "PEM public keys, one after the other, of signing keys replaced by a rotation; "
+             "tokens they signed still verify and jwks.json lists them. Remove one once its "
+             "tokens have expired."),
+    _setting("secrets.jwt_previous_public_keys_file", _as_str, "",
+             "A PEM file of previous public signing keys, read as jwt_previous_public_keys."),
     _setting("auth.jwt_issuer", _as_str, "fkod", "The iss claim of access tokens."),
     _setting("auth.argon2_time_cost", _as_int, "3",
              "argon2id passes over memory per password hash.", minimum=1),
@@ -337,6 +343,23 @@ SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 def env_name(setting_name: str) -> str:
     """Return the environment variable that overrides a setting."""
     return setting_name.upper().replace(".", "_")
+
+
+def plugin_setting(raw: Mapping[str, Any], name: str,
+                   environ: Mapping[str, str] | None = None) -> str:
+    """Read a plugin's own setting (``fkod_stripe.api_key``) the way core settings are read.
+
+    The environment variable named after the setting wins, then the .ini
+    value, which may name a variable as ``env:NAME``. A missing value is "".
+    """
+    environ = os.environ if environ is None else environ
+    override = env_name(name)
+    if environ.get(override):
+        return environ[override]
+    value = str(raw.get(name) or "").strip()
+    if value.startswith("env:"):
+        return environ.get(value[len("env:"):], "")
+    return value
 
 
 def load_settings(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict:

@@ -19,9 +19,9 @@ for ``fkod_paypal.client_id``), or from a variable the .ini names as
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from fkod.core.hookspecs import hookimpl
+from fkod.core.settings import plugin_setting
 from fkod_paypal.provider import DEFAULT_API_BASE, LIVE_API_BASE, PayPalProvider
 
 __all__ = ["DEFAULT_API_BASE", "LIVE_API_BASE", "PayPalProvider", "PayPalSettings",
@@ -45,21 +45,10 @@ class PayPalSettings:
 _settings = PayPalSettings()
 
 
-def _read(settings: dict, name: str, environ) -> str:
-    setting = f"fkod_paypal.{name}"
-    override = setting.upper().replace(".", "_")
-    if environ.get(override):
-        return environ[override]
-    value = str(settings.get(setting) or "").strip()
-    if value.startswith("env:"):
-        return environ.get(value[len("env:"):], "")
-    return value
-
-
 def parse_settings(settings: dict, environ=None) -> PayPalSettings:
     """Read the ``fkod_paypal.*`` settings, each overridable from the environment."""
-    environ = os.environ if environ is None else environ
-    values = {name: _read(settings, name, environ) for name in SETTING_NAMES}
+    values = {name: plugin_setting(settings, f"fkod_paypal.{name}", environ)
+              for name in SETTING_NAMES}
     values["api_base"] = values["api_base"] or DEFAULT_API_BASE
     return PayPalSettings(**values)
 

@@ -24,9 +24,9 @@ for ``fkod_stripe.api_key``), or from a variable the .ini names as
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from fkod.core.hookspecs import hookimpl
+from fkod.core.settings import plugin_setting
 from fkod_stripe.provider import DEFAULT_API_BASE, StripeProvider
 
 SETTING_NAMES = ("api_key", "webhook_secret", "api_base")
@@ -46,21 +46,10 @@ class StripeSettings:
 _settings = StripeSettings()
 
 
-def _read(settings: dict, name: str, environ) -> str:
-    setting = f"fkod_stripe.{name}"
-    override = setting.upper().replace(".", "_")
-    if environ.get(override):
-        return environ[override]
-    value = str(settings.get(setting) or "").strip()
-    if value.startswith("env:"):
-        return environ.get(value[len("env:"):], "")
-    return value
-
-
 def parse_settings(settings: dict, environ=None) -> StripeSettings:
     """Read the ``fkod_stripe.*`` settings, each overridable from the environment."""
-    environ = os.environ if environ is None else environ
-    values = {name: _read(settings, name, environ) for name in SETTING_NAMES}
+    values = {name: plugin_setting(settings, f"fkod_stripe.{name}", environ)
+              for name in SETTING_NAMES}
     values["api_base"] = values["api_base"] or DEFAULT_API_BASE
     return StripeSettings(**values)
 
