@@ -22,7 +22,12 @@ from fkod.core.metering.base import LastUsedThrottle, UsageRecord, UsageRecorder
 from fkod.core.metering.drain import drain_usage_stream
 from fkod.core.metering.memory import MemoryUsageBuffer
 from fkod.core.metering.redis import RedisUsageStream
-from fkod.core.metering.report import key_usage_summary, partner_usage_summary, recent_errors
+from fkod.core.metering.report import (
+    client_usage_summary,
+    key_usage_summary,
+    partner_usage_summary,
+    recent_errors,
+)
 from fkod.core.metering.retention import purge_usage
 from fkod.core.metering.rollup import rollup_usage
 
@@ -32,6 +37,7 @@ __all__ = [
     "RedisUsageStream",
     "UsageRecord",
     "UsageRecorder",
+    "client_usage_summary",
     "drain_usage_stream",
     "key_usage_summary",
     "make_usage_recorder",

@@ -68,12 +68,16 @@ class UsageRecord:
     request_id: str | None
     # Naive datetime in UTC, as the TIMESTAMP columns store it.
     created_at: dt.datetime
+    # Calls with an OAuth access token: the application's row id and the user
+    # the token acts for (None for client credentials). Both None for API keys.
+    oauth_client_id: int | None = None
+    oauth_user_id: int | None = None
 
 
 # Field order of UsageRecord, which is also the column list of every INSERT and COPY.
 USAGE_COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(UsageRecord))
 
-_OPTIONAL_INT_FIELDS = ("api_key_id", "partner_id")
+_OPTIONAL_INT_FIELDS = ("api_key_id", "partner_id", "oauth_client_id", "oauth_user_id")
 _INT_FIELDS = ("status_code", "response_time", "request_size", "response_size")
 _STR_FIELDS = ("endpoint", "method")
 _OPTIONAL_STR_FIELDS = ("error_message", "request_id")

@@ -7,9 +7,12 @@ example::
 
     [12,3,"/api/v1/users/{id}","GET",200,14,0,512,null,true,"req_1",1800000000000000]
 
-A change of this layout needs a new field name, so that drains of both
-versions can tell entries apart while old entries are still in the stream.
-``drain.py`` reads the entries back with :func:`decode_record`.
+A call made with an OAuth access token appends ``oauth_client_id`` and
+``oauth_user_id`` to the array, 14 values in all, so the entries of API-key
+calls keep the original 12-value layout. Any other change of this layout
+needs a new field name, so that drains of both versions can tell entries apart
+while old entries are still in the stream. ``drain.py`` reads the entries back
+with :func:`decode_record`.
 """
 
 from __future__ import annotations
@@ -28,10 +31,14 @@ RECORD_FIELD = "r"
 _EPOCH = dt.datetime(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
 _FIELD_COUNT = 12
+_OAUTH_FIELD_COUNT = 14
 
 
 def encode_record(record: UsageRecord) -> str:
     """Return the JSON array that carries ``record`` in the stream."""
+    oauth = []
+    if record.oauth_client_id is not None or record.oauth_user_id is not None:
+        oauth = [record.oauth_client_id, record.oauth_user_id]
     return json.dumps(
         [
             record.api_key_id,
@@ -46,6 +53,7 @@ def encode_record(record: UsageRecord) -> str:
             record.livemode,
             record.request_id,
             (record.created_at - _EPOCH) // _MICROSECOND,
+            *oauth,
         ],
         separators=(",", ":"),
     )
@@ -55,8 +63,11 @@ def decode_record(payload: bytes | str) -> UsageRecord:
     """Parse the output of :func:`encode_record`; raise ValueError saying what is wrong."""
     # JSONDecodeError and UnicodeDecodeError are both ValueErrors.
     values = json.loads(payload)
-    if not isinstance(values, list) or len(values) != _FIELD_COUNT:
-        raise ValueError(f"expected a JSON array of {_FIELD_COUNT} values, got {payload!r:.200}")
+    if not isinstance(values, list) or len(values) not in (_FIELD_COUNT, _OAUTH_FIELD_COUNT):
+        raise ValueError(f"expected a JSON array of {_FIELD_COUNT} or {_OAUTH_FIELD_COUNT} "
+                         f"values, got {payload!r:.200}")
+    oauth = values[_FIELD_COUNT:]
+    values = values[:_FIELD_COUNT]
     micros = values[-1]
     if not isinstance(micros, int) or isinstance(micros, bool):
         raise ValueError(f"created_at must be an integer of microseconds, got {micros!r}")
@@ -64,7 +75,7 @@ def decode_record(payload: bytes | str) -> UsageRecord:
         created_at = _EPOCH + micros * _MICROSECOND
     except OverflowError:
         raise ValueError(f"created_at of {micros} microseconds is out of range") from None
-    record = UsageRecord(*values[:-1], created_at)
+    record = UsageRecord(*values[:-1], created_at, *oauth)
     validate_record(record)
     return record
 

@@ -38,6 +38,7 @@ __all__ = [
     "EndpointUsage",
     "UsageError",
     "UsageSummary",
+    "client_usage_summary",
     "key_usage_summary",
     "partner_usage_summary",
     "recent_errors",
@@ -369,9 +370,24 @@ def key_usage_summary(session, key_id: int, livemode: bool, since: dt.datetime,
     return _summaries(session, row_filter, since, until)[livemode]
 
 
+def client_usage_summary(session, oauth_client_id: int, livemode: bool, since: dt.datetime,
+                         until: dt.datetime) -> UsageSummary:
+    """Summarize the calls made with one OAuth application's tokens in [since, until).
+
+    ``livemode`` is the application's mode. Calls of every user of the
+    application count together. ``session`` is a Session or a Connection.
+    ``since`` and ``until`` are naive UTC datetimes.
+    """
+    def row_filter(table: sa.Table):
+        return sa.and_(table.c.oauth_client_id == oauth_client_id,
+                       table.c.livemode == livemode)
+
+    return _summaries(session, row_filter, since, until)[livemode]
+
+
 def partner_usage_summary(session, partner_id: int, since: dt.datetime,
                           until: dt.datetime) -> dict[str, UsageSummary]:
-    """Summarize the calls of all of a partner's keys in [since, until), per mode.
+    """Summarize the calls of a partner's keys and applications in [since, until), per mode.
 
     Returns ``{"live": ..., "test": ...}``, both always present. ``session``
     is a Session or a Connection. ``since`` and ``until`` are naive UTC
@@ -386,15 +402,17 @@ def partner_usage_summary(session, partner_id: int, since: dt.datetime,
 
 def recent_errors(session, *, since: dt.datetime, until: dt.datetime, limit: int,
                   api_key_id: int | None = None, partner_id: int | None = None,
+                  oauth_client_id: int | None = None,
                   livemode: bool | None = None) -> list[UsageError]:
     """Return up to ``limit`` calls with a status of 400 or more in [since, until), newest first.
 
     They come from the raw rows, so calls older than the raw retention are
-    not listed. Pass ``api_key_id``, ``partner_id`` or both. ``livemode``
-    keeps one mode only.
+    not listed. Pass ``api_key_id``, ``partner_id``, ``oauth_client_id`` or
+    several of them. ``livemode`` keeps one mode only.
     """
-    if api_key_id is None and partner_id is None:
-        raise ValueError("recent_errors needs api_key_id or partner_id, and both are None")
+    if api_key_id is None and partner_id is None and oauth_client_id is None:
+        raise ValueError("recent_errors needs api_key_id, partner_id or oauth_client_id, "
+                         "and all are None")
     table = _usage
     query = sa.select(
         table.c.created_at, table.c.request_id, table.c.method, table.c.endpoint,
@@ -405,6 +423,8 @@ def recent_errors(session, *, since: dt.datetime, until: dt.datetime, limit: int
         query = query.where(table.c.api_key_id == api_key_id)
     if partner_id is not None:
         query = query.where(table.c.partner_id == partner_id)
+    if oauth_client_id is not None:
+        query = query.where(table.c.oauth_client_id == oauth_client_id)
     if livemode is not None:
         query = query.where(table.c.livemode == livemode)
     rows = session.execute(

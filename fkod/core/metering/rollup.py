@@ -12,6 +12,11 @@ job state ``usage_rollup`` in ``job_states`` stores the progress:
 - ``scan_from_id`` and ``previous_max_id``: ``api_usage`` ids that find rows
   stored after their hour was rolled up.
 
+Rows are grouped per hour, API key or OAuth application, partner, mode,
+endpoint, method and status. Calls with an OAuth access token have no key, so
+their roll-ups carry ``oauth_client_id`` instead. The user of a call is kept
+in the raw rows only.
+
 Rolling up hours [start, end) deletes their ``api_usage_hourly`` rows and
 inserts fresh aggregates of the raw rows, in one transaction. Running it again
 for the same hours gives the same rows and never counts a call twice.
@@ -215,7 +220,8 @@ def read_rolled_until(connection) -> dt.datetime | None:
 # Aggregation ------------------------------------------------------------------
 
 
-_GROUP_COLUMNS = ("api_key_id", "partner_id", "livemode", "endpoint", "method", "status_code")
+_GROUP_COLUMNS = ("api_key_id", "oauth_client_id", "partner_id", "livemode", "endpoint",
+                  "method", "status_code")
 _SUM_COLUMNS = ("request_count", "total_response_time_ms", "request_bytes", "response_bytes")
 
 
@@ -257,9 +263,11 @@ def _hourly_rows(aggregates: Iterable) -> list[dict]:
                           aggregate["method"], aggregate["status_code"])
         else:
             # NULL key ids never collide in the unique constraint, so calls
-            # without a key keep one row per partner and mode.
-            unique_key = (hour, None, aggregate["partner_id"], aggregate["livemode"],
-                          aggregate["endpoint"], aggregate["method"], aggregate["status_code"])
+            # without a key (OAuth calls among them) keep one row per
+            # application, partner and mode.
+            unique_key = (hour, None, aggregate["oauth_client_id"], aggregate["partner_id"],
+                          aggregate["livemode"], aggregate["endpoint"], aggregate["method"],
+                          aggregate["status_code"])
         histogram = {key: int(aggregate[f"b_{key}"]) for key in BUCKET_KEYS
                      if aggregate[f"b_{key}"]}
         row = merged.get(unique_key)

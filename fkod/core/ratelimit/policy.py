@@ -9,6 +9,13 @@ and mode, and a key's own ``rate_limit`` and ``rate_limit_window`` add one
 more window for that key alone. All windows
 are checked at once and a rejected call counts in none of them.
 
+OAuth access tokens count in the same plan and endpoint windows as the
+partner's keys. A token that acts for a user adds one hourly window for that
+user in that application, so that one user cannot spend the partner's whole
+plan: 10% of the plan's hourly limit (with the boost), at least 100 calls,
+and 3600 calls when the plan has no hourly limit. A client-credentials token
+acts for the partner itself and adds no window of its own.
+
 Counters are keyed by partner and mode, never by plan, so after a plan change
 the calls already counted stay counted and the new limits apply at once to the
 same windows. docs/rate-limits.md describes upgrades, downgrades and resets.
@@ -63,6 +70,13 @@ OVERRIDE_CACHE_SECONDS = 1.0
 OUTAGE_LOG_INTERVAL_SECONDS = 60.0
 
 REGISTRY_KEY = "rate_limit_policy"
+
+# The hourly window of one user in one OAuth application: this percentage of
+# the plan's hourly limit, at least OAUTH_USER_MINIMUM_PER_HOUR, and
+# OAUTH_USER_UNLIMITED_PER_HOUR when the plan has no hourly limit.
+OAUTH_USER_PERCENT_OF_PLAN = 10
+OAUTH_USER_MINIMUM_PER_HOUR = 100
+OAUTH_USER_UNLIMITED_PER_HOUR = 3600
 
 _ENDPOINT_ENTRY = re.compile(
     r"(?P<method>[A-Za-z]+)\s+(?P<pattern>\S+)\s*=\s*(?P<limit>[0-9]+)\s*/\s*(?P<window>[0-9]+)"
@@ -182,21 +196,42 @@ def limit_checks(
 ) -> list[LimitCheck]:
     """Return the windows one call with ``key`` counts in.
 
-    ``method`` and ``route_pattern`` select the endpoint limit, if any.
+    ``key`` is an API key snapshot, or a caller with ``partner_id``,
+    ``livemode``, ``oauth_client_id`` and ``user_id`` for an OAuth access
+    token. ``method`` and ``route_pattern`` select the endpoint limit, if any.
     ``boost`` raises the plan's limited windows. An unlimited plan, no
     endpoint limit and no key override mean no window at all.
     """
     mode = "live" if key.livemode else "test"
-    checks = [check for _name, check in plan_checks(key.partner_id, mode, plan, boost)]
+    plan_windows = plan_checks(key.partner_id, mode, plan, boost)
+    checks = [check for _name, check in plan_windows]
 
     endpoint = endpoint_limit_for(endpoint_limits or {}, method, route_pattern)
     if endpoint is not None:
         checks.append(endpoint_check(key.partner_id, mode, endpoint))
 
-    if key.rate_limit is not None:
+    if getattr(key, "oauth_client_id", None) is not None:
+        if key.user_id is not None:
+            hourly = dict(plan_windows).get("hour")
+            checks.append(oauth_user_check(key.oauth_client_id, key.user_id,
+                                           hourly.limit if hourly is not None else None))
+    elif key.rate_limit is not None:
         window = key.rate_limit_window or HOUR_SECONDS
         checks.append(LimitCheck(f"key:{key.id}", key.rate_limit, window))
     return checks
+
+
+def oauth_user_check(oauth_client_id: int, user_id: int, plan_hourly: int | None) -> LimitCheck:
+    """Return the hourly window of one user in one OAuth application.
+
+    ``plan_hourly`` is the partner's hourly limit with its boost, or None
+    when the plan has no hourly limit.
+    """
+    if plan_hourly:
+        limit = max(OAUTH_USER_MINIMUM_PER_HOUR, plan_hourly * OAUTH_USER_PERCENT_OF_PLAN // 100)
+    else:
+        limit = OAUTH_USER_UNLIMITED_PER_HOUR
+    return LimitCheck(f"oauth:{oauth_client_id}:user:{user_id}", limit, HOUR_SECONDS)
 
 
 def plan_checks(

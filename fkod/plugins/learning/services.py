@@ -1,7 +1,8 @@
 """The F-KOD learning API's logic, with the tenancy rule applied to every read and write.
 
 Tenancy: a partner's credentials see the users in its tenancy (rows of
-``partner_users``) of the credential's mode. Courses are a shared catalog:
+``partner_users``) of the credential's mode; an OAuth token that acts for a
+user sees only that user. Courses are a shared catalog:
 F-KOD's live catalog in live mode and a synthetic sandbox catalog in test mode,
 plus a partner's own courses of that mode, which only the owner writes.
 Mentors likewise: real ones live, synthetic ones in test mode. Another
@@ -31,12 +32,21 @@ def tenancy_partner_ids(session, user_id: int, livemode: bool) -> list[int]:
 
 
 def users_in_tenancy(principal):
-    return (
+    """Return a query of the users visible to the credential.
+
+    An OAuth token that acts for a user (``principal.user_id`` set) sees that
+    user alone, and only while the user is in the partner's tenancy.
+    """
+    select = (
         sa.select(User)
         .join(PartnerUser, PartnerUser.user_id == User.id)
         .where(PartnerUser.partner_id == principal.partner_id,
                PartnerUser.livemode.is_(principal.livemode))
     )
+    user_id = getattr(principal, "user_id", None)
+    if user_id is not None:
+        select = select.where(User.id == user_id)
+    return select
 
 
 def get_user(session, principal, user_id: int, *, field: str | None = None) -> User:
