@@ -50,7 +50,11 @@ COMMON_ERRORS = {
     # (fkod.core.auth.security); /health, /ready and the JWKS are exempt.
     AUTH_NONE: ((429, "rate_limited"),),
     AUTH_MEMBER: ((401, "unauthorized"), (403, "forbidden")),
-    AUTH_API_KEY: ((401, "invalid_api_key"), (403, "missing_scope"), (429, "rate_limited")),
+    # The gateway takes API keys and OAuth access tokens (fkod.core.gateway).
+    AUTH_API_KEY: ((401, "invalid_api_key"), (401, "invalid_token"), (401, "token_expired"),
+                   (401, "token_revoked"), (401, "oauth_client_deleted"),
+                   (403, "missing_scope"), (403, "partner_suspended"),
+                   (403, "partner_not_verified"), (429, "rate_limited")),
     AUTH_ADMIN: ((401, "unauthorized"), (403, "missing_permission")),
     AUTH_USER: ((401, "unauthorized"),),
 }

@@ -186,6 +186,10 @@ def caller_owner(principal) -> str | None:
     key_id = getattr(principal, "key_id", None)
     if key_id is not None:
         return f"key:{key_id}"
+    oauth_client_id = getattr(principal, "oauth_client_id", None)
+    if oauth_client_id is not None:
+        # Each user of an application, and the application itself, owns its own keys.
+        return f"oauth:{oauth_client_id}:{getattr(principal, 'user_id', None) or 'app'}"
     admin_id = getattr(principal, "admin_id", None)
     if admin_id is not None:
         return f"admin:{admin_id}"

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from fkod.core import audit, jsonutil
 from fkod.core.api import Page, paginate
 from fkod.core.auth.models import PartnerUser, User
+from fkod.core.auth.tenancy import add_to_tenancy
 from fkod.core.db import utcnow
 from fkod.core.errors import ApiError, Conflict, NotFound, ValidationFailed, field_error
 from fkod.core.ids import parse_id
@@ -216,17 +217,7 @@ def integration_event_data(integration: Integration) -> dict:
 
 
 def _add_to_tenancy(session, partner_id: int, user: User) -> None:
-    exists = session.scalar(sa.select(PartnerUser.id).where(
-        PartnerUser.partner_id == partner_id, PartnerUser.user_id == user.id))
-    if exists is not None:
-        return
-    try:
-        with session.begin_nested():
-            session.add(PartnerUser(partner_id=partner_id, user_id=user.id,
-                                    livemode=user.livemode, source=TENANCY_SOURCE))
-    except sa.exc.IntegrityError:
-        # A concurrent install of another of the partner's integrations added it.
-        pass
+    add_to_tenancy(session, partner_id, user.id, livemode=user.livemode, source=TENANCY_SOURCE)
 
 
 def _remove_from_tenancy(session, partner_id: int, user_id: int) -> None:

@@ -492,3 +492,14 @@ def test_narrowing_the_application_narrows_its_tokens(world):
 
     claims = verify_access_token(world.app.registry, token["access_token"])
     assert claims["scope"] == "users:read"
+
+
+def test_user_token_reads_its_user_through_the_gateway(world):
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+    claims = verify_access_token(world.app.registry, token["access_token"])
+
+    listed = world.web.get("/api/v1/users", headers={
+        "Authorization": f"Bearer {token['access_token']}"}, status=200).json
+
+    assert [user["id"] for user in listed["data"]] == [claims["sub"]]

@@ -24,6 +24,7 @@ from fkod.core.auth.models import Partner
 from fkod.core.auth.oauth_models import OAuthConsent
 from fkod.core.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from fkod.core.auth.security import address_limit_checks, hit_limits
+from fkod.core.auth.tenancy import add_to_tenancy
 from fkod.core.db import utcnow
 from fkod.core.errors import ApiError
 from fkod.core.oauth import pages
@@ -219,6 +220,10 @@ def _decide(request, server, oauth_request, grant, user, *, approve: bool) -> Re
             consent.revoked_at = None
             consent.updated_at = utcnow()
         request.dbsession.flush()
+        # Authorizing an application puts the user in its partner's tenancy, in the
+        # application's mode, so the user's token can read the user.
+        add_to_tenancy(request.dbsession, client.partner_id, user.id, livemode=client.livemode,
+                       source="authorized")
         log.info("oauth consent granted", extra={"user_id": user.id,
                                                  "client_id": client.client_id})
     else:
