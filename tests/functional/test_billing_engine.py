@@ -174,7 +174,8 @@ def test_closing_twice_changes_nothing(app, client):
                 balance(app, partner_id))
     second = close_period(app.registry, NOVEMBER, now=AFTER_NOVEMBER + dt.timedelta(days=3))
 
-    assert first.plan_invoices == 1 and second.plan_invoices == 0
+    assert first.plan_invoices == 1
+    assert second.plan_invoices == 0
     assert second.revenue_lines == 0
     assert [invoice.id for invoice in rows(app, Invoice)] == [i.id for i in snapshot[0]]
     assert len(rows(app, InvoiceLine)) == len(snapshot[1])
@@ -202,8 +203,8 @@ def test_month_end_call_belongs_to_that_month_only():
     assert NOVEMBER.start_at <= last_moment < NOVEMBER.end_at
     assert not Period(2026, 12).start_at <= last_moment < Period(2026, 12).end_at
     assert Period.containing(NOVEMBER.end_at) == Period(2026, 12)
-    assert str(Period(2026, 12).next()) == "2027-01" and str(Period(2027, 1).previous()) \
-        == "2026-12"
+    assert str(Period(2026, 12).next()) == "2027-01"
+    assert str(Period(2027, 1).previous()) == "2026-12"
     assert NOVEMBER.end == dt.date(2026, 11, 30)
     assert Period(2028, 2).end == dt.date(2028, 2, 29)
 

@@ -74,9 +74,11 @@ def test_payout_sent_to_paypal_then_confirmed_once(paypal_app, client, fake):
     first = client.web.post(WEBHOOK, body, headers=headers, status=200).json
     again = client.web.post(WEBHOOK, body, headers=headers, status=200).json
 
-    assert first["outcome"][0]["result"] == "applied" and again["duplicate"] is True
+    assert first["outcome"][0]["result"] == "applied"
+    assert again["duplicate"] is True
     payout, = rows(paypal_app, Payout)
-    assert payout.status == "paid" and payout.paid_at is not None
+    assert payout.status == "paid"
+    assert payout.paid_at is not None
     assert balance(paypal_app, partner_id) == Decimal("0.00")
     assert_ledger_balanced(paypal_app)
 
@@ -106,12 +108,14 @@ def test_paypal_outage_keeps_the_payout_for_the_next_attempt(paypal_app, client,
     payout_run(paypal_app.registry)
 
     payout, = rows(paypal_app, Payout)
-    assert payout.status == "pending" and fake.payouts == []
+    assert payout.status == "pending"
+    assert fake.payouts == []
     assert balance(paypal_app, partner_id) == Decimal("0.00")
     payout_run(paypal_app.registry)
     payout, = rows(paypal_app, Payout)
     assert payout.status == "processing"
-    assert len(fake.payouts) == 1 and fake.payouts[0]["request_id"] == payout.idempotency_key
+    assert len(fake.payouts) == 1
+    assert fake.payouts[0]["request_id"] == payout.idempotency_key
 
 
 def test_forged_event_refused(client, fake):

@@ -603,4 +603,5 @@ def test_create_retried_with_idempotency_key(client, client_type):
         assert first["client_secret"].startswith("fkod_secret_")
         assert again["client_secret"] == "fkod_secret_…"
     else:
-        assert first["client_secret"] is None and again["client_secret"] is None
+        assert first["client_secret"] is None
+        assert again["client_secret"] is None
