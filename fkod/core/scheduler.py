@@ -103,7 +103,12 @@ def _crontab_days(field: str, expr: str) -> str:
         else:
             first = _day_number(start, expr)
             # A range may end on 7, Sunday at the end of the week.
-            last = first if end is None else (7 if end == "7" else _day_number(end, expr))
+            if end is None:
+                last = first
+            elif end == "7":
+                last = 7
+            else:
+                last = _day_number(end, expr)
             if step is not None and end is None:
                 last = 6
             if last < first:

@@ -20,7 +20,8 @@ RATES = st.integers(min_value=0, max_value=10_000).map(lambda basis: Decimal(bas
 def test_split_adds_up_to_the_gross(gross, rate):
     commission, share = split(gross, rate)
     assert commission + share == gross
-    assert commission == round_cents(commission) and share == round_cents(share)
+    assert commission == round_cents(commission)
+    assert share == round_cents(share)
     # The commission is the rate's share of the gross to within half a cent.
     assert abs(commission - gross * rate / 100) <= Decimal("0.005")
 

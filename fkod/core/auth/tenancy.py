@@ -11,7 +11,7 @@ def add_to_tenancy(session, partner_id: int, user_id: int, *, livemode: bool,
                    source: str) -> None:
     """Put the user in the partner's tenancy unless it is there already.
 
-    ``source`` says why (``installed``, ``authorized``); a concurrent request
+    ``source`` records why (``installed``, ``authorized``); a concurrent request
     that adds the same row first is not an error.
     """
     exists = session.scalar(sa.select(PartnerUser.id).where(

@@ -89,7 +89,7 @@ def post(session, *, kind: str, reference: str, description: str,
     """Post a balanced transaction once; return it and whether it was new.
 
     Zero-amount lines are dropped. A transaction whose ``reference`` was
-    posted before is returned as it is, whatever ``lines`` say now.
+    posted before is returned as it is, whatever ``lines`` contain now.
     """
     existing = session.scalar(
         sa.select(LedgerTransaction).where(LedgerTransaction.reference == reference))

@@ -142,7 +142,7 @@ class BillingAccount(Base):
 
 
 class Invoice(Base):
-    """What one party owes for one period: a partner's plan and usage, or a customer's installs.
+    """The amount one party owes for one period: a plan and usage, or a customer's installs.
 
     ``kind`` is ``plan`` (billed to ``partner_id``) or ``integrations``
     (billed to ``user_id``). The unique key makes closing a period twice

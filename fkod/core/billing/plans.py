@@ -77,7 +77,7 @@ def scheduled_change(session, partner_id: int) -> PlanChange | None:
 
 
 def proration(old: Plan | None, new: Plan, moment: dt.datetime) -> Decimal:
-    """The charge for the rest of the month after an upgrade at ``moment``.
+    """Return the charge for the rest of the month after an upgrade at ``moment``.
 
     It is the difference of the monthly prices times the share of the
     month's seconds still to come, rounded half up to the cent.

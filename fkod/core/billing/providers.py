@@ -165,7 +165,7 @@ class BillingUpdate:
     id (for ``payment_method_ready``). ``amount`` is the refunded or disputed
     amount for refunds and chargebacks, and None otherwise. ``occurred_at`` is
     when the provider says it happened, so that updates arriving out of order
-    can be told apart.
+    can be ordered.
     """
 
     kind: str

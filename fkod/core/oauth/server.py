@@ -92,7 +92,7 @@ class PyramidOAuth2Request(OAuth2Request):
 
 @dataclasses.dataclass
 class IssuedToken:
-    """What ``generate_token`` made, for ``save_token`` to store."""
+    """The token pair ``generate_token`` made, for ``save_token`` to store."""
 
     jti: str
     refresh_token: str | None
