@@ -165,6 +165,8 @@ class BufferedUsageRecorder(UsageRecorder):
         # _lock guards the buffer and the counters that record() touches.
         self._lock = threading.Lock()
         self._buffer: collections.deque[UsageRecord] = collections.deque(maxlen=max_buffer)
+        # Records taken out of the buffer by the writer and not yet written.
+        self._in_flight = 0
         self._closed = False
         self._dropped_total = 0
         self._dropped_unreported = 0
@@ -187,9 +189,9 @@ class BufferedUsageRecorder(UsageRecorder):
 
     @property
     def buffered_count(self) -> int:
-        """Number of records waiting in the buffer (not counting a batch being written)."""
+        """Number of records not written yet, including those of a write under way."""
         with self._lock:
-            return len(self._buffer)
+            return len(self._buffer) + self._in_flight
 
     @property
     def dropped_count(self) -> int:
@@ -267,13 +269,17 @@ class BufferedUsageRecorder(UsageRecorder):
         with self._lock:
             pending = self._buffer
             self._buffer = collections.deque(maxlen=self._max_buffer)
+            self._in_flight = len(pending)
         if not pending:
             return
 
         valid = self._discard_invalid(list(pending))
+        with self._lock:
+            self._in_flight = len(valid)
         for start in range(0, len(valid), self.max_batch):
+            batch = valid[start:start + self.max_batch]
             try:
-                self._write_batch(valid[start:start + self.max_batch])
+                self._write_batch(batch)
             except Exception:
                 self._requeue(valid[start:])
                 self._failed_attempts += 1
@@ -293,6 +299,8 @@ class BufferedUsageRecorder(UsageRecorder):
             except BaseException:
                 self._requeue(valid[start:])
                 raise
+            with self._lock:
+                self._in_flight -= len(batch)
 
         if self._failed_attempts:
             log.info("Usage records reach %s again after %d failed attempts",
@@ -319,6 +327,7 @@ class BufferedUsageRecorder(UsageRecorder):
             # contains the oldest records.
             merged.extend(self._buffer)
             self._buffer = merged
+            self._in_flight = 0
             if overflow > 0:
                 self._dropped_total += overflow
                 self._dropped_unreported += overflow
