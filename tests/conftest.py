@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+import sqlalchemy as sa
 
 from fkod import shutdown
 from fkod.core.migrations import upgrade_to_head
@@ -34,13 +35,21 @@ def migrated_sqlite_template(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def migrated_postgres_template(make_postgres_database) -> str:
+    """Name of a PostgreSQL database migrated to head once per test process."""
+    url = make_postgres_database()
+    upgrade_to_head(url)
+    return sa.engine.make_url(url).database
+
+
 @pytest.fixture
 def stack_settings(request, tmp_path, migrated_sqlite_template):
     """Settings for the stack under test: embedded SQLite, or PostgreSQL with Redis."""
     if STACK == "production":
-        postgres = request.getfixturevalue("make_postgres_schema")()
+        template = request.getfixturevalue("migrated_postgres_template")
+        postgres = request.getfixturevalue("make_postgres_database")(template=template)
         redis_url = request.getfixturevalue("redis_url")
-        upgrade_to_head(postgres)
         namespace = os.urandom(4).hex()
         return make_settings(tmp_path, db_url=postgres, extra={
             "fkod.redis.url": redis_url,

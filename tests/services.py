@@ -64,14 +64,8 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def make_postgres_schema() -> Iterator[Callable[[], str]]:
-    """Function that creates an empty schema with a random name and returns a URL that uses it.
-
-    The database is the one at FKOD_TEST_POSTGRES_URL. Connections made from a
-    returned URL have ``search_path`` set to their schema alone, so tables
-    created through it land there. Every schema created is dropped, with its
-    contents, at the end of the session.
-    """
+def postgres_server() -> Iterator[tuple[str, sa.Engine]]:
+    """The URL from FKOD_TEST_POSTGRES_URL and an autocommit engine on it, once it answers."""
     url = os.environ.get("FKOD_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     shown_url = sa.engine.make_url(url).render_as_string(hide_password=True)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 2})
@@ -81,9 +75,10 @@ def make_postgres_schema() -> Iterator[Callable[[], str]]:
             connection.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as error:
         failure = error.orig or error
+    finally:
+        engine.dispose()
 
     if failure is not None:
-        engine.dispose()
         report_unreachable(
             "PostgreSQL",
             shown_url,
@@ -93,14 +88,41 @@ def make_postgres_schema() -> Iterator[Callable[[], str]]:
 
     # The probe above fails fast; later connections wait longer, because a
     # loaded machine running several test processes can be slow to accept one.
-    engine.dispose()
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT",
                               connect_args={"connect_timeout": 30})
+    _create_shared_extensions(engine)
+    yield url, engine
+    engine.dispose()
+
+
+def _create_shared_extensions(engine: sa.Engine) -> None:
+    """Create pg_trgm in the public schema before test processes race to create it.
+
+    Migrations run ``CREATE EXTENSION IF NOT EXISTS``, which fails with a
+    unique violation when two sessions run it at the same moment.
+    """
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public"))
+    except sa.exc.IntegrityError:
+        pass  # another test process created it first
+
+
+@pytest.fixture(scope="session")
+def make_postgres_schema(postgres_server) -> Iterator[Callable[[], str]]:
+    """Function that creates an empty schema with a random name and returns a URL that uses it.
+
+    The database is the one at FKOD_TEST_POSTGRES_URL. Connections made from a
+    returned URL have ``search_path`` set to their schema alone, so tables
+    created through it land there. Every schema created is dropped, with its
+    contents, at the end of the session.
+    """
+    url, engine = postgres_server
     created: list[str] = []
 
     def create_schema() -> str:
         schema = f"fkod_test_{secrets.token_hex(6)}"
-        with engine.begin() as connection:
+        with engine.connect() as connection:
             connection.execute(sa.schema.CreateSchema(schema))
         created.append(schema)
         schema_url = sa.engine.make_url(url).update_query_dict(
@@ -110,17 +132,44 @@ def make_postgres_schema() -> Iterator[Callable[[], str]]:
 
     yield create_schema
 
-    try:
-        # One transaction per schema: dropping dozens at once needs more locks
-        # than max_locks_per_transaction allows.
-        for schema in created:
-            with engine.begin() as connection:
-                # A connection that a test left open would block DROP SCHEMA, and
-                # the timeout turns that into an error instead of a hang.
-                connection.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
-                connection.execute(sa.schema.DropSchema(schema, cascade=True))
-    finally:
-        engine.dispose()
+    # One transaction per schema: dropping dozens at once needs more locks
+    # than max_locks_per_transaction allows.
+    for schema in created:
+        with engine.begin() as connection:
+            # A connection that a test left open would block DROP SCHEMA, and
+            # the timeout turns that into an error instead of a hang.
+            connection.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
+            connection.execute(sa.schema.DropSchema(schema, cascade=True))
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database(postgres_server) -> Iterator[Callable[..., str]]:
+    """Function that creates a database with a random name and returns its URL.
+
+    With ``template``, the name of a database from an earlier call, the new
+    database is a copy of it, which takes a few milliseconds where running
+    migrations again takes seconds. A template must have no open connections
+    while it is copied. Every database created is dropped at the end of the
+    session, along with any connection a test left open to it.
+    """
+    url, engine = postgres_server
+    created: list[str] = []
+
+    def create_database(template: str | None = None) -> str:
+        name = f"fkod_test_{secrets.token_hex(6)}"
+        statement = f'CREATE DATABASE "{name}"'
+        if template is not None:
+            statement += f' TEMPLATE "{template}"'
+        with engine.connect() as connection:
+            connection.execute(sa.text(statement))
+        created.append(name)
+        return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+    yield create_database
+
+    for name in reversed(created):
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
