@@ -165,6 +165,8 @@ def shutdown(registry) -> None:
     if registry.get("scheduler") is not None:
         registry["scheduler"].stop()
     registry["tasks"].stop()
+    if registry.get("developers.status") is not None:
+        registry["developers.status"].close()
     registry["plugins"].close()
     close_pooled_connections()
     registry["usage_recorder"].close()

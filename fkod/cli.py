@@ -86,15 +86,34 @@ def cmd_worker(args) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    heartbeat = None
     if not tasks.in_process:
         tasks.start()
+        heartbeat = _start_heartbeat(registry)
     else:
         log.info("fkod.tasks.broker is inprocess: the web process runs its own tasks, "
                  "so this worker only runs the periodic jobs")
     tasks.run_periodic_now()
     stop.wait()
+    if heartbeat is not None:
+        heartbeat.stop()
     shutdown(registry)
     return 0
+
+
+def _start_heartbeat(registry):
+    """Start the heartbeat that /api/developers/status reads to list live workers."""
+    import socket
+
+    from fkod.core.tasks import WorkerHeartbeat
+
+    settings = registry.settings
+    heartbeat = WorkerHeartbeat(
+        registry["redis"], key_prefix=settings["fkod.redis.key_prefix"],
+        name=f"{socket.gethostname()}-{os.getpid()}",
+        interval_seconds=settings["fkod.tasks.worker_heartbeat_seconds"])
+    heartbeat.start()
+    return heartbeat
 
 
 def _json_time(value):

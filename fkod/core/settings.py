@@ -22,6 +22,10 @@ from typing import Any
 
 PREFIX = "fkod."
 
+# The sdk folder at the repository root, beside the fkod package.
+_DEFAULT_SDK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "sdk")
+
 
 class ConfigurationError(Exception):
     """A setting is missing or invalid; the message names it and says what is expected."""
@@ -323,6 +327,17 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("scheduler.embedded", _as_bool, "false",
              "Run the job scheduler inside the application process, for the embedded "
              "default with its in-process worker; production runs fkod scheduler instead."),
+    _setting("developers.sdk_dir", _as_str, _DEFAULT_SDK_DIR,
+             "Folder that holds one sub-folder per SDK (python, javascript, go, java), "
+             "listed and packaged by /api/developers/sdks."),
+    _setting("developers.status_cache_seconds", _as_float, "5",
+             "How long a process reuses the result of /api/developers/status, in seconds; "
+             "0 checks the components on every request.", minimum=0, maximum=60),
+    _setting("developers.sandbox_resets_per_hour", _as_int, "10",
+             "How many times a partner may reset its test-mode sandbox per hour.", minimum=1),
+    _setting("tasks.worker_heartbeat_seconds", _as_int, "5",
+             "How often each fkod worker process writes its heartbeat key to Redis, in "
+             "seconds; the key expires after three intervals.", minimum=1, maximum=60),
     _setting("plugins.disabled", _as_list, "",
              "Names of plugins not to load, separated by spaces or commas."),
     _setting("plugins.state_cache_seconds", _as_float, "1",

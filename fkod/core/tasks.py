@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -107,6 +108,11 @@ class TaskQueue:
             except Exception:
                 log.error("periodic job failed", exc_info=True, extra={"job": name})
 
+    def worker_alive(self) -> bool:
+        """Return True when this process runs a dramatiq worker with a live worker thread."""
+        worker = self._worker
+        return worker is not None and any(thread.is_alive() for thread in worker.workers)
+
     def join(self, timeout_ms: int = 30_000) -> None:
         """Wait until the in-process queue is empty and the worker is idle (tests)."""
         if isinstance(self.broker, StubBroker):
@@ -175,3 +181,64 @@ class LeaderLock:
                 job()
 
         return guarded
+
+
+# Worker heartbeats --------------------------------------------------------------
+
+HEARTBEAT_KEY_PART = "workers:"
+
+
+def heartbeat_prefix(key_prefix: str) -> str:
+    """Return the prefix of the heartbeat keys under ``fkod.redis.key_prefix``."""
+    return key_prefix + HEARTBEAT_KEY_PART
+
+
+class WorkerHeartbeat:
+    """Writes a Redis key with a TTL for one ``fkod worker`` process while it runs.
+
+    The key is ``<key_prefix>workers:<host>-<pid>`` and expires after three
+    intervals, so a worker that dies disappears from the list of live
+    workers within that time. A failed write is logged and retried on the
+    next tick.
+    """
+
+    def __init__(self, redis_client, *, key_prefix: str, name: str,
+                 interval_seconds: float = 5.0):
+        self.redis = redis_client
+        self.key = heartbeat_prefix(key_prefix) + name
+        self.interval_seconds = interval_seconds
+        self.ttl_ms = int(interval_seconds * 3 * 1000)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        """Write the heartbeat key once: its value is the current Unix time."""
+        self.redis.set(self.key, str(int(time.time())), px=self.ttl_ms)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception as exc:
+                log.warning("worker heartbeat failed", extra={"key": self.key,
+                                                              "error": str(exc)[:200]})
+            if self._stop.wait(self.interval_seconds):
+                return
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="fkod-heartbeat", daemon=True)
+        self._thread.start()
+        log.info("worker heartbeat started", extra={"key": self.key})
+
+    def stop(self) -> None:
+        """Stop the thread and delete the key, so the worker is gone from the list at once."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self.redis.delete(self.key)
+        except Exception as exc:
+            log.warning("could not delete the worker heartbeat", extra={
+                "key": self.key, "error": str(exc)[:200]})

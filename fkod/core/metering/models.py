@@ -18,6 +18,10 @@ class ApiUsage(Base):
     __table_args__ = (
         sa.Index("idx_api_usage_api_key_id", "api_key_id"),
         sa.Index("idx_api_usage_created_at", "created_at"),
+        # The developer dashboard lists a partner's failed calls newest first
+        # and finds one by its request id.
+        sa.Index("ix_api_usage_partner_id_created_at", "partner_id", "created_at"),
+        sa.Index("ix_api_usage_request_id", "request_id"),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"),

@@ -39,6 +39,7 @@ __all__ = [
     "UsageError",
     "UsageSummary",
     "client_usage_summary",
+    "errors_query",
     "key_usage_summary",
     "partner_usage_summary",
     "recent_errors",
@@ -400,6 +401,30 @@ def partner_usage_summary(session, partner_id: int, since: dt.datetime,
     return {summary.mode: summary for summary in summaries.values()}
 
 
+def errors_query(select, *, api_key_id: int | None = None, partner_id: int | None = None,
+                 oauth_client_id: int | None = None, livemode: bool | None = None):
+    """Restrict ``select`` over ``api_usage`` to calls with a status of 400 or more.
+
+    Pass ``api_key_id``, ``partner_id``, ``oauth_client_id`` or several of
+    them; ``livemode`` keeps one mode only. Raises ValueError when all three
+    owners are None.
+    """
+    if api_key_id is None and partner_id is None and oauth_client_id is None:
+        raise ValueError("errors_query needs api_key_id, partner_id or oauth_client_id, "
+                         "and all are None")
+    table = _usage
+    query = select.where(table.c.status_code >= ERROR_STATUS)
+    if api_key_id is not None:
+        query = query.where(table.c.api_key_id == api_key_id)
+    if partner_id is not None:
+        query = query.where(table.c.partner_id == partner_id)
+    if oauth_client_id is not None:
+        query = query.where(table.c.oauth_client_id == oauth_client_id)
+    if livemode is not None:
+        query = query.where(table.c.livemode == livemode)
+    return query
+
+
 def recent_errors(session, *, since: dt.datetime, until: dt.datetime, limit: int,
                   api_key_id: int | None = None, partner_id: int | None = None,
                   oauth_client_id: int | None = None,
@@ -410,23 +435,12 @@ def recent_errors(session, *, since: dt.datetime, until: dt.datetime, limit: int
     not listed. Pass ``api_key_id``, ``partner_id``, ``oauth_client_id`` or
     several of them. ``livemode`` keeps one mode only.
     """
-    if api_key_id is None and partner_id is None and oauth_client_id is None:
-        raise ValueError("recent_errors needs api_key_id, partner_id or oauth_client_id, "
-                         "and all are None")
     table = _usage
-    query = sa.select(
+    query = errors_query(sa.select(
         table.c.created_at, table.c.request_id, table.c.method, table.c.endpoint,
         table.c.status_code, table.c.error_message,
-    ).where(table.c.status_code >= ERROR_STATUS, table.c.created_at >= since,
-            table.c.created_at < until)
-    if api_key_id is not None:
-        query = query.where(table.c.api_key_id == api_key_id)
-    if partner_id is not None:
-        query = query.where(table.c.partner_id == partner_id)
-    if oauth_client_id is not None:
-        query = query.where(table.c.oauth_client_id == oauth_client_id)
-    if livemode is not None:
-        query = query.where(table.c.livemode == livemode)
+    ), api_key_id=api_key_id, partner_id=partner_id, oauth_client_id=oauth_client_id,
+        livemode=livemode).where(table.c.created_at >= since, table.c.created_at < until)
     rows = session.execute(
         query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit))
     return [
