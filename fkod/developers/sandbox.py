@@ -161,4 +161,4 @@ def reset_sandbox(request) -> dict:
     log.info("sandbox reset", extra={"partner_id": partner.id, "user_id": request.user.id,
                                      **{f"removed_{name}": count
                                         for name, count in removed.items()}})
-    return {"removed": removed, "rate_limits_reset": True}
+    return {"removed": removed}
