@@ -17,11 +17,12 @@ help: ## List the targets
 # The contributed plugin packages, installed after the platform they depend on.
 CONTRIB_PLUGINS := $(sort $(dir $(wildcard plugins_contrib/*/pyproject.toml)))
 
-$(BIN)/fkod: setup.cfg pyproject.toml $(wildcard plugins_contrib/*/pyproject.toml)
+$(BIN)/fkod: setup.cfg pyproject.toml $(wildcard plugins_contrib/*/pyproject.toml) sdk/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet $(foreach plugin,$(CONTRIB_PLUGINS),-e ./$(plugin))
+	$(BIN)/python -m pip install --quiet -e sdk/python
 	@touch $@
 
 install: $(BIN)/fkod ## Create .venv and install the platform with its test tools
