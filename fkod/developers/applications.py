@@ -29,6 +29,7 @@ from fkod.core.auth.oauth_models import OAuthClient, OAuthConsent, digest
 from fkod.core.db import utcnow
 from fkod.core.errors import Conflict, NotFound, ValidationFailed, field_error
 from fkod.core.ids import public_id
+from fkod.core.oauth.server import forget_cached_tokens
 from fkod.developers.schemas import GRANT_TYPES
 from fkod.marketplace.models import Integration
 from fkod.partners.api_keys import check_scopes
@@ -306,6 +307,7 @@ def delete_application(request, application_id: int) -> None:
     """Mark an application deleted and revoke its tokens and its users' authorizations."""
     application = get_application(request, application_id, for_update=True)
     tokens, consents = retire_application(request.dbsession, application, utcnow())
+    forget_cached_tokens(request)
     audit.record(request, "oauth_app.deleted", partner_id=application.partner_id,
                  target_type="oauth_app", target_id=app_ref(application),
                  details={"client_id": application.client_id, "tokens_revoked": tokens,

@@ -218,6 +218,7 @@ def export_partner(request) -> dict:
 
 def _delete_applications(request, partner: Partner, now: dt.datetime) -> int:
     """Delete the partner's OAuth applications, revoking their tokens and consents."""
+    from fkod.core.oauth.server import forget_cached_tokens
     from fkod.developers.applications import retire_application
 
     applications = request.dbsession.scalars(
@@ -225,6 +226,7 @@ def _delete_applications(request, partner: Partner, now: dt.datetime) -> int:
                                      OAuthClient.status != "deleted")).all()
     for application in applications:
         retire_application(request.dbsession, application, now)
+    forget_cached_tokens(request)
     return len(applications)
 
 

@@ -16,6 +16,7 @@ from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.oauth import verify_access_token
 from fkod.core.testing import TEST_PASSWORD, verify_partner
+from tests.envelope import assert_envelope
 
 REDIRECT_URI = "https://app.example/callback"
 SCOPE = "users:read courses:read"
@@ -503,3 +504,34 @@ def test_user_token_reads_its_user_through_the_gateway(world):
         "Authorization": f"Bearer {token['access_token']}"}, status=200).json
 
     assert [user["id"] for user in listed["data"]] == [claims["sub"]]
+
+
+def test_revoked_token_refused_at_once_by_this_process(world):
+    # The gateway caches tokens for fkod.gateway.key_cache_seconds; a revocation
+    # made by this process must not wait for that cache to expire.
+    world.app.registry["oauth_token_cache"].ttl_seconds = 3600
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    world.web.get("/api/v1/users", headers=headers, status=200)
+
+    world.web.post("/oauth/revoke", {"token": token["access_token"]},
+                   headers=basic(world.client_id, world.secret), status=200)
+
+    assert_envelope(world.web.get("/api/v1/users", headers=headers, expect_errors=True),
+                    401, "token_revoked")
+
+
+def test_refresh_revocation_refused_at_once_by_this_process(world):
+    world.app.registry["oauth_token_cache"].ttl_seconds = 3600
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    world.web.get("/api/v1/users", headers=headers, status=200)
+
+    world.web.post("/oauth/revoke", {"token": token["refresh_token"],
+                                     "token_type_hint": "refresh_token"},
+                   headers=basic(world.client_id, world.secret), status=200)
+
+    assert_envelope(world.web.get("/api/v1/users", headers=headers, expect_errors=True),
+                    401, "token_revoked")

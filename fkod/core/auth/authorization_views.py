@@ -24,6 +24,7 @@ from fkod.core.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken
 from fkod.core.db import utcnow
 from fkod.core.errors import NotFound
 from fkod.core.ids import public_id
+from fkod.core.oauth.server import forget_cached_tokens
 from fkod.core.schemas import ResponseSchema, Timestamp
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def revoke_authorization(request):
     consent.revoked_at = now
     consent.updated_at = now
     tokens = revoke_tokens(session, application.client_id, request.user.id)
+    forget_cached_tokens(request)
     audit.record(request, "oauth_app.authorization_revoked", partner_id=application.partner_id,
                  target_type="oauth_app", target_id=public_id("app", application.id),
                  details={"client_id": application.client_id, "tokens_revoked": tokens})

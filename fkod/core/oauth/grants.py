@@ -40,6 +40,7 @@ from fkod.core.oauth.server import (
     REFRESH_TOKEN_TTL_SECONDS,
     TOKEN_AUTH_METHODS,
     OAuthServer,
+    forget_cached_tokens,
     read_access_token,
     revoke_family,
     token_row_is_active,
@@ -166,6 +167,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def _reject_reuse(self, row):
         revoke_family(self.server.dbsession, row.family_id, "authorization code reused")
+        forget_cached_tokens(self.server.request)
         raise InvalidGrantError(
             "The code was already used; the tokens issued from it are now revoked.")
 
@@ -212,6 +214,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def _reject_reuse(self, row):
         revoke_family(self.server.dbsession, row.family_id, "refresh token reused")
+        forget_cached_tokens(self.server.request)
         raise InvalidGrantError(
             "The refresh token was already used; every token of this authorization "
             "is now revoked.")
@@ -314,6 +317,7 @@ class TokenRevocationEndpoint(RevocationEndpoint):
             revoke_family(self.server.dbsession, token.row.family_id, "refresh token revoked")
         elif not token.row.access_token_revoked_at:
             token.row.access_token_revoked_at = int(time.time())
+        forget_cached_tokens(self.server.request)
         log.info("oauth token revoked", extra={"client_id": token.row.client_id,
                                                "kind": token.kind})
 

@@ -236,6 +236,22 @@ def check_client_can_issue(dbsession, client: OAuthClient) -> None:
             "use a test-mode application until the partner is verified.")
 
 
+def forget_cached_tokens(request) -> None:
+    """Drop this process's cached access tokens now and once the revocation commits.
+
+    The gateway caches stored tokens per ``jti`` (see fkod.core.gateway), so
+    without this a token revoked here would keep working in this process until
+    its cache entry expired. Other processes still see a revocation within
+    ``fkod.gateway.key_cache_seconds``. Revocations are rare, so clearing the
+    whole cache costs little.
+    """
+    cache = request.registry.get("oauth_token_cache")
+    if cache is None:
+        return
+    cache.clear()
+    request.tm.get().addAfterCommitHook(lambda _committed: cache.clear())
+
+
 def revoke_family(dbsession, family_id: str | None, reason: str) -> int:
     """Revoke every access and refresh token of one family; return how many rows changed."""
     if not family_id:
