@@ -7,3 +7,4 @@ Each module below adds its Cornice services through its own ``includeme``.
 def includeme(config):
     config.include("fkod.developers.application_views")
     config.include("fkod.developers.views")
+    config.include("fkod.developers.documentation_views")

@@ -1,0 +1,164 @@
+"""Descriptions of the routes served by plain Pyramid views, for the OpenAPI document.
+
+These routes (the OAuth endpoints and the developer playground pages) have no
+:class:`fkod.core.api.Operation`, so each method is described here by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainOperation:
+    """A route method served by a plain Pyramid view, described by hand."""
+
+    summary: str
+    tag: str
+    security: tuple = ()
+    form: dict | None = None
+    query: dict | None = None
+    responses: dict = dataclasses.field(default_factory=dict)
+
+
+_OAUTH_ERROR = {"type": "object", "required": ["error"],
+                "properties": {"error": {"type": "string"},
+                               "error_description": {"type": "string"}}}
+_OAUTH_ERROR_RESPONSE = {"description": "An RFC 6749 error object",
+                         "content": {"application/json": {"schema": _OAUTH_ERROR}}}
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_AUTHORIZE_QUERY = {
+    "response_type": {"type": "string", "enum": ["code"]},
+    "client_id": {"type": "string"},
+    "redirect_uri": {"type": "string", "format": "uri"},
+    "scope": {"type": "string", "description": "Space-separated scopes"},
+    "state": {"type": "string"},
+    "code_challenge": {"type": "string", "description": "PKCE challenge (RFC 7636)"},
+    "code_challenge_method": {"type": "string", "enum": ["S256"]},
+}
+_CLIENT_AUTH = [{"oauthClientBasic": []}, {}]
+
+# Routes without a Cornice operation, by route name and method.
+PLAIN_ROUTES: dict[str, tuple[str, dict[str, PlainOperation]]] = {
+    "oauth_authorize": ("/oauth/authorize", {
+        "GET": PlainOperation(
+            "Show the login or consent page of an authorization request (PKCE required for "
+            "public clients)", "oauth", query=_AUTHORIZE_QUERY,
+            responses={"200": {"description": "The login or consent page", "content": _HTML},
+                       "302": {"description": "Back to the client's redirect URI"},
+                       "400": {"description": "An error page", "content": _HTML},
+                       "429": {"description": "Too many requests from this address",
+                               "content": _HTML}}),
+        "POST": PlainOperation(
+            "Submit the login or consent form of an authorization request", "oauth",
+            query=_AUTHORIZE_QUERY,
+            form={"csrf_token": {"type": "string"},
+                  "action": {"type": "string", "enum": ["login", "approve", "deny"]},
+                  "email": {"type": "string"}, "password": {"type": "string"},
+                  "totp_code": {"type": "string"}},
+            responses={"200": {"description": "The next page", "content": _HTML},
+                       "302": {"description": "Back to the client's redirect URI"},
+                       "303": {"description": "The same request after login"},
+                       "400": {"description": "An error page", "content": _HTML},
+                       "403": {"description": "The form's CSRF token is invalid",
+                               "content": _HTML},
+                       "429": {"description": "Too many requests from this address",
+                               "content": _HTML}}),
+    }),
+    "oauth_token": ("/oauth/token", {
+        "POST": PlainOperation(
+            "Exchange an authorization code (with its PKCE verifier), a refresh token or "
+            "client credentials for an access token", "oauth", security=tuple(_CLIENT_AUTH),
+            form={"grant_type": {"type": "string", "enum": ["authorization_code",
+                                                             "refresh_token",
+                                                             "client_credentials"]},
+                  "code": {"type": "string"}, "redirect_uri": {"type": "string"},
+                  "code_verifier": {"type": "string"}, "refresh_token": {"type": "string"},
+                  "client_id": {"type": "string"}, "client_secret": {"type": "string"},
+                  "scope": {"type": "string"}},
+            responses={"200": {"description": "The tokens", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {
+                    "access_token": {"type": "string"}, "token_type": {"type": "string"},
+                    "expires_in": {"type": "integer"}, "refresh_token": {"type": "string"},
+                    "scope": {"type": "string"}}}}}},
+                "400": _OAUTH_ERROR_RESPONSE, "401": _OAUTH_ERROR_RESPONSE,
+                "429": _OAUTH_ERROR_RESPONSE}),
+    }),
+    "oauth_revoke": ("/oauth/revoke", {
+        "POST": PlainOperation(
+            "Revoke an access or refresh token (RFC 7009)", "oauth", security=tuple(_CLIENT_AUTH),
+            form={"token": {"type": "string"}, "token_type_hint": {"type": "string"},
+                  "client_id": {"type": "string"}, "client_secret": {"type": "string"}},
+            responses={"200": {"description": "Revoked, or the token was already unknown"},
+                       "400": _OAUTH_ERROR_RESPONSE, "401": _OAUTH_ERROR_RESPONSE,
+                       "429": _OAUTH_ERROR_RESPONSE}),
+    }),
+    "oauth_introspect": ("/oauth/introspect", {
+        "POST": PlainOperation(
+            "Describe a token to the confidential client it was issued to (RFC 7662)", "oauth",
+            security=({"oauthClientBasic": []},),
+            form={"token": {"type": "string"}, "token_type_hint": {"type": "string"},
+                  "client_id": {"type": "string"}, "client_secret": {"type": "string"}},
+            responses={"200": {"description": "The token's state", "content": {
+                "application/json": {"schema": {"type": "object", "required": ["active"],
+                                                "properties": {"active": {"type": "boolean"}},
+                                                "additionalProperties": True}}}},
+                "400": _OAUTH_ERROR_RESPONSE, "401": _OAUTH_ERROR_RESPONSE,
+                "429": _OAUTH_ERROR_RESPONSE}),
+    }),
+    "developer_playground": ("/developers/playground", {
+        "GET": PlainOperation(
+            "Show Swagger UI on this document for a signed-in developer (else a redirect to "
+            "the sign-in page)", "developers/playground",
+            responses={"200": {"description": "The playground page", "content": _HTML},
+                       "303": {"description": "To /developers/login with a return URL"}}),
+    }),
+    "developer_playground_init": ("/developers/playground/init.js", {
+        "GET": PlainOperation(
+            "Get the script that starts Swagger UI on the playground page",
+            "developers/playground",
+            responses={"200": {"description": "JavaScript", "content": {
+                "text/javascript": {"schema": {"type": "string"}}}}}),
+    }),
+    "developer_playground_key": ("/developers/playground/key", {
+        "POST": PlainOperation(
+            "Create a test-mode key that expires in an hour and show the playground "
+            "authorized with it", "developers/playground",
+            form={"csrf_token": {"type": "string"}},
+            responses={"200": {"description": "The playground page", "content": _HTML},
+                       "303": {"description": "To /developers/login when not signed in"},
+                       "403": {"description": "Invalid CSRF token, or the role cannot create "
+                                              "API keys", "content": _HTML}}),
+    }),
+    "developer_login": ("/developers/login", {
+        "GET": PlainOperation(
+            "Show the sign-in page of the developer pages", "developers/playground",
+            query={"return_to": {"type": "string", "description": "A path under /developers/"}},
+            responses={"200": {"description": "The sign-in page", "content": _HTML},
+                       "303": {"description": "Already signed in: to the return URL"}}),
+        "POST": PlainOperation(
+            "Sign in to the developer pages", "developers/playground",
+            query={"return_to": {"type": "string", "description": "A path under /developers/"}},
+            form={"csrf_token": {"type": "string"}, "email": {"type": "string"},
+                  "password": {"type": "string"}, "totp_code": {"type": "string"}},
+            responses={"303": {"description": "Signed in: to the return URL"},
+                       "400": {"description": "A field is missing", "content": _HTML},
+                       "401": {"description": "Wrong credentials", "content": _HTML},
+                       "403": {"description": "The form's CSRF token is invalid",
+                               "content": _HTML},
+                       "429": {"description": "Too many attempts", "content": _HTML}}),
+    }),
+    "__developers/playground/assets/": ("/developers/playground/assets/{subpath}", {
+        "GET": PlainOperation(
+            "Get a Swagger UI asset (script, style sheet or image)", "developers/playground",
+            responses={"200": {"description": "The file"},
+                       "404": {"description": "No such file"}}),
+    }),
+    "oauth_metadata": ("/.well-known/oauth-authorization-server", {
+        "GET": PlainOperation(
+            "Get the authorization server metadata (RFC 8414)", "oauth",
+            responses={"200": {"description": "The metadata", "content": {
+                "application/json": {"schema": {"type": "object",
+                                                "additionalProperties": True}}}}}),
+    }),
+}
