@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from socketserver import ThreadingMixIn
 
 import pytest
 
 from fkod.core.auth.scopes import SCOPES
 from fkod.core.testing import TestClient, verify_partner
 from fkod.core.webhooks.signing import generate_secret, sign_delivery
+from tests.live import serve
 
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
 
 
 @dataclasses.dataclass
@@ -67,22 +56,14 @@ def signed_sample(secret: str) -> dict:
 
 @pytest.fixture
 def live_api(app):
-    """Serve ``app`` on 127.0.0.1 with threads and set up a partner that can call every API."""
+    """Serve ``app`` on 127.0.0.1 and set up a partner that can call every API."""
     client = TestClient(app)
     partner, token = client.partner_with_token()
     verify_partner(app, partner["id"])
     key = client.create_key(token, scopes=PARTNER_SCOPES, key_name="sdk tests")
     secret = generate_secret()
 
-    server = make_server("127.0.0.1", 0, app, server_class=ThreadingServer,
-                         handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield LiveApi(base_url=f"http://127.0.0.1:{server.server_port}", api_key=key["key"],
-                      login_token=token, partner_id=partner["id"], webhook_secret=secret,
+    with serve(app) as base_url:
+        yield LiveApi(base_url=base_url, api_key=key["key"], login_token=token,
+                      partner_id=partner["id"], webhook_secret=secret,
                       signed_webhook=signed_sample(secret))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

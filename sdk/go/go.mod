@@ -1,0 +1,3 @@
+module github.com/fkod/fkod-go
+
+go 1.19
