@@ -68,6 +68,9 @@ class DecimalAmount(fields.Field):
     because it would reach the server as a binary float.
     """
 
+    # The OpenAPI document describes the field as a decimal string.
+    DECIMAL_STRING = True
+
     def __init__(self, *, places: int, integer_digits: int, example: str, **kwargs):
         super().__init__(**kwargs)
         self.places = places

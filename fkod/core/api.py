@@ -44,19 +44,30 @@ AUTH_KINDS = (AUTH_NONE, AUTH_MEMBER, AUTH_API_KEY, AUTH_ADMIN, AUTH_USER)
 
 MAX_JSON_DEPTH = 32
 
-# Errors every operation of a kind can return, for the OpenAPI document.
+# Errors every operation of a kind can return, for the OpenAPI document. Each
+# code is one that the kind's check raises: fkod.core.auth.security for
+# members, users and anonymous callers, fkod.admin.auth for admins and
+# fkod.core.gateway for API keys and OAuth access tokens.
+_LOGIN_TOKEN_ERRORS = ((401, "invalid_authorization"), (401, "missing_credentials"),
+                       (401, "invalid_token"), (401, "token_revoked"))
 COMMON_ERRORS = {
     # Operations without a credential are rate limited per client address
     # (fkod.core.auth.security); /health, /ready and the JWKS are exempt.
     AUTH_NONE: ((429, "rate_limited"),),
-    AUTH_MEMBER: ((401, "unauthorized"), (403, "forbidden")),
+    AUTH_MEMBER: _LOGIN_TOKEN_ERRORS + ((403, "not_a_partner_member"),
+                                        (403, "partner_suspended"),
+                                        (403, "missing_permission")),
     # The gateway takes API keys and OAuth access tokens (fkod.core.gateway).
-    AUTH_API_KEY: ((401, "invalid_api_key"), (401, "invalid_token"), (401, "token_expired"),
+    AUTH_API_KEY: ((401, "invalid_authorization"), (401, "missing_credentials"),
+                   (401, "invalid_api_key"), (401, "api_key_revoked"), (401, "api_key_expired"),
+                   (401, "api_key_rotated"), (401, "invalid_token"), (401, "token_expired"),
                    (401, "token_revoked"), (401, "oauth_client_deleted"),
-                   (403, "missing_scope"), (403, "partner_suspended"),
-                   (403, "partner_not_verified"), (429, "rate_limited")),
-    AUTH_ADMIN: ((401, "unauthorized"), (403, "missing_permission")),
-    AUTH_USER: ((401, "unauthorized"),),
+                   (403, "missing_scope"), (403, "partner_suspended"), (403, "ip_not_allowed"),
+                   (403, "partner_not_verified"), (429, "rate_limited"),
+                   (503, "rate_limiter_unavailable")),
+    AUTH_ADMIN: ((401, "invalid_authorization"), (401, "missing_credentials"),
+                 (401, "invalid_token"), (403, "missing_permission")),
+    AUTH_USER: _LOGIN_TOKEN_ERRORS,
 }
 
 

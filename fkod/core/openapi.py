@@ -239,6 +239,24 @@ def error_responses(op: Operation) -> dict:
     return responses
 
 
+def decimal_string_property(converter, field, ret: dict) -> dict:
+    """Describe a field that sends a decimal number as a string, such as ``"0.001000"``.
+
+    apispec describes every Decimal field as a JSON number; marshmallow's
+    ``as_string`` and the platform's own amount fields (which set
+    ``DECIMAL_STRING = True``) read and write strings instead, so no binary
+    float ever carries money.
+    """
+    if not (isinstance(field, marshmallow.fields.Decimal) and field.as_string) \
+            and not getattr(field, "DECIMAL_STRING", False):
+        return {}
+    described = {"type": ["string", "null"] if field.allow_none else "string",
+                 "format": "decimal"}
+    if isinstance(ret.get("default"), int | float | decimal.Decimal):
+        described["default"] = str(ret["default"])
+    return described
+
+
 class _Builder:
     def __init__(self, registry, enabled: frozenset[str]):
         self.registry = registry
@@ -251,6 +269,7 @@ class _Builder:
                                                  "F-KOD learning API."})
         self.plugin.map_to_openapi_type(Cursor, "string", None)
         self.plugin.map_to_openapi_type(Text, "string", None)
+        self.plugin.converter.add_attribute_function(decimal_string_property)
         self.spec.components.schema(ERROR_SCHEMA, error_schema())
 
     def schema_ref(self, schema_class) -> dict:

@@ -32,7 +32,15 @@ class QuerySchema(marshmallow.Schema):
 
 
 class ResponseSchema(marshmallow.Schema):
-    """Base of response schemas; only declared fields are ever sent."""
+    """Base of response schemas; only declared fields are ever sent.
+
+    Dumping writes null for a value that is None, so each field is nullable,
+    and the OpenAPI document declares it so, unless it is ``required=True``.
+    """
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        if not field_obj.required:
+            field_obj.allow_none = True
 
 
 class Text(fields.String):

@@ -43,6 +43,9 @@ def period_of(row) -> str:
 class Amount(fields.Field):
     """A positive amount of money: a decimal string or a JSON number, at most two places."""
 
+    # The OpenAPI document describes the field as a decimal string.
+    DECIMAL_STRING = True
+
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ValidationError("Must be a decimal string such as \"150.00\" or a number.")

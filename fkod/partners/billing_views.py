@@ -203,7 +203,7 @@ def get_revenue(request):
 
 @operation(revenue_period, "GET", summary="Get one period's revenue with its revenue lines",
            auth=AUTH_MEMBER, permission="billing:read", response=RevenueDetailSchema,
-           errors=NOT_FOUND)
+           errors=((400, "validation_failed"),) + NOT_FOUND)
 def get_revenue_period(request):
     text = request.matchdict["period"]
     try:

@@ -535,3 +535,11 @@ def test_refresh_revocation_refused_at_once_by_this_process(world):
 
     assert_envelope(world.web.get("/api/v1/users", headers=headers, expect_errors=True),
                     401, "token_revoked")
+
+
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+def test_basic_credentials_not_utf8_rejected(world, endpoint):
+    not_utf8 = base64.b64encode(b"\xff\xfe:\xa5").decode()
+    response = world.web.post(endpoint, {"token": "x", "grant_type": "client_credentials"},
+                              headers={"Authorization": f"Basic {not_utf8}"}, status=401)
+    assert response.json["error"] == "invalid_client"

@@ -9,6 +9,8 @@ unknown client, an unregistered redirect URI) are shown as an HTML page.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 from urllib.parse import urlsplit
@@ -236,12 +238,36 @@ def _decide(request, server, oauth_request, grant, user, *, approve: bool) -> Re
 # Token, revocation and introspection endpoints ----------------------------------
 
 
+def _unreadable_basic_credentials(request) -> bool:
+    """Tell whether an ``Authorization: Basic`` header fails to decode to UTF-8 text.
+
+    Authlib decodes the header itself and raises UnicodeDecodeError on such
+    bytes, so such a header is rejected here as invalid client credentials.
+    """
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(encoded.strip())
+    except binascii.Error:
+        return False  # Authlib treats undecodable base64 as no credentials
+    try:
+        decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def _token_endpoint(request, run) -> Response:
     retry_after = _rate_limited(request)
     if retry_after is not None:
         return _json_error(429, "rate_limited",
                            f"Too many requests from this address; retry in {retry_after} "
                            "seconds.", headers={"Retry-After": str(retry_after)})
+    if _unreadable_basic_credentials(request):
+        return _json_error(401, "invalid_client",
+                           "The Basic credentials are not base64 of UTF-8 'client_id:secret'.",
+                           headers={"WWW-Authenticate": 'Basic realm="F-KOD"'})
     server = make_server(request)
     oauth_request, failure = _oauth_request(request, use_query=False)
     if failure is not None:
