@@ -39,6 +39,7 @@ def main(global_config, **settings):
         config.include("fkod.core.auth.authorization_views")
         config.include("fkod.admin")
         config.include("fkod.marketplace")
+        config.include("fkod.portal")
         config.include("fkod.core.plugins")
         app = config.make_wsgi_app()
 

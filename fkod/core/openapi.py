@@ -39,7 +39,7 @@ from fkod.core.api import (
     Cursor,
     Operation,
 )
-from fkod.core.openapi_plain import PLAIN_ROUTES
+from fkod.core.openapi_plain import PORTAL_SESSION_SCHEME, plain_routes
 from fkod.core.schemas import Text
 
 OPENAPI_VERSION = "3.1.0"
@@ -194,6 +194,11 @@ def security_schemes(scope_catalog) -> dict:
         "oauthClientBasic": {
             "type": "http", "scheme": "basic",
             "description": "An OAuth client's id and secret (client_secret_basic).",
+        },
+        PORTAL_SESSION_SCHEME: {
+            "type": "apiKey", "in": "cookie", "name": "fkod_portal_session",
+            "description": "The portal's signed session cookie, set by the portal login "
+                           "page. The JSON API never reads it.",
         },
     }
 
@@ -366,7 +371,7 @@ class _Builder:
             self.spec.path(path=path, operations=paths[path])
 
     def add_plain_routes(self) -> None:
-        for route_name, (pattern, methods) in PLAIN_ROUTES.items():
+        for route_name, (pattern, methods) in plain_routes(self.registry).items():
             operations = {}
             for method, plain in methods.items():
                 description = {"operationId": operation_id(route_name, method),

@@ -2,6 +2,8 @@
 
 These routes (the OAuth endpoints and the developer playground pages) have no
 :class:`fkod.core.api.Operation`, so each method is described here by hand.
+Modules that serve HTML pages of their own (the portal) describe them with
+:func:`describe_page` as they register them.
 """
 
 from __future__ import annotations
@@ -162,3 +164,46 @@ PLAIN_ROUTES: dict[str, tuple[str, dict[str, PlainOperation]]] = {
                                                 "additionalProperties": True}}}}}),
     }),
 }
+
+
+# The registry key of the routes that modules describe with describe_page.
+PAGES_KEY = "openapi.pages"
+# The security scheme of the portal's signed session cookie.
+PORTAL_SESSION_SCHEME = "portalSession"
+
+_PAGE_RESPONSES = {
+    "GET": {"200": {"description": "The page", "content": _HTML},
+            "303": {"description": "Not signed in: to the login page"},
+            "403": {"description": "The member's role lacks the permission", "content": _HTML},
+            "404": {"description": "No such page or record", "content": _HTML},
+            "429": {"description": "Too many requests", "content": _HTML}},
+    "POST": {"200": {"description": "The next page", "content": _HTML},
+             "303": {"description": "Done: to the next page"},
+             "400": {"description": "A field is invalid: the form again, with the error next "
+                                    "to the field", "content": _HTML},
+             "403": {"description": "The form's CSRF token is invalid, or the role lacks the "
+                                    "permission", "content": _HTML},
+             "404": {"description": "No such record", "content": _HTML},
+             "429": {"description": "Too many requests", "content": _HTML}},
+}
+
+
+def describe_page(registry, route_name: str, pattern: str, methods, summary: str, *,
+                  tag: str, signed_in: bool) -> None:
+    """Add an HTML page of a plain Pyramid view to the OpenAPI document.
+
+    ``signed_in`` pages need the portal's session cookie. Each method gets the
+    responses every page can give; POST forms carry a ``csrf_token`` field.
+    """
+    security = ({PORTAL_SESSION_SCHEME: []},) if signed_in else ()
+    operations = {}
+    for method in methods:
+        form = {"csrf_token": {"type": "string"}} if method == "POST" else None
+        operations[method] = PlainOperation(summary, tag, security=security, form=form,
+                                            responses=dict(_PAGE_RESPONSES[method]))
+    registry.setdefault(PAGES_KEY, {})[route_name] = (pattern, operations)
+
+
+def plain_routes(registry) -> dict[str, tuple[str, dict[str, PlainOperation]]]:
+    """Every route described by hand: the table above and the pages modules described."""
+    return {**PLAIN_ROUTES, **registry.get(PAGES_KEY, {})}

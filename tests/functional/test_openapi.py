@@ -26,16 +26,21 @@ def route_methods(registry, route) -> set[str]:
     introspector = registry.introspector
     route_item = introspector.get("routes", route.name)
     methods = set()
+    any_method = False
     for related in introspector.related(route_item):
         if related.category_name != "views":
             continue
         accepted = related["request_methods"]
         if accepted is None:
-            methods.add("GET")
+            any_method = True
         elif isinstance(accepted, str):
             methods.add(accepted)
         else:
             methods.update(accepted)
+    # A view without a method predicate beside views with one answers 405 to
+    # the other methods (as the portal's do); alone, it serves GET.
+    if any_method and not methods:
+        methods.add("GET")
     # HEAD is described by the GET of the same path, and OPTIONS is CORS preflight.
     return methods - {"HEAD", "OPTIONS"}
 
