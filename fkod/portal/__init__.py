@@ -64,6 +64,12 @@ ROUTES = (
 )
 
 
+# Modules under fkod.portal that declare more pages in tables of their own:
+# ROUTES, with (route name, path, view function, request methods, summary)
+# rows, and PUBLIC_PAGES, the route names a visitor who is not signed in can use.
+PAGE_MODULES: tuple[str, ...] = ()
+
+
 def _portal_session(request):
     from fkod.portal.session import PortalSession
 
@@ -88,12 +94,27 @@ def includeme(config):
                   signed_in=False)
     for name, path, module_name, function, methods, summary in ROUTES:
         module = importlib.import_module(f"fkod.portal.{module_name}")
-        config.add_route(name, path)
-        describe_page(config.registry, name, path, methods, summary, tag="portal",
-                      signed_in=name not in PUBLIC_PAGES)
-        config.add_view(getattr(module, function), route_name=name, request_method=methods)
-        # Views with a request_method predicate win, and any other method gets this 405.
-        config.add_view(_method_not_allowed(methods), route_name=name)
+        _add_page(config, name, path, getattr(module, function), methods, summary,
+                  signed_in=name not in PUBLIC_PAGES)
+    for module_name in PAGE_MODULES:
+        module = importlib.import_module(f"fkod.portal.{module_name}")
+        public = getattr(module, "PUBLIC_PAGES", frozenset())
+        for name, path, function, methods, summary in module.ROUTES:
+            _add_page(config, name, path, getattr(module, function), methods, summary,
+                      signed_in=name not in public)
+
+
+def _add_page(config, name: str, path: str, view, methods: tuple[str, ...], summary: str, *,
+              signed_in: bool) -> None:
+    """Register one page's route and view, and describe it in the OpenAPI document."""
+    from fkod.core.openapi_plain import describe_page
+
+    config.add_route(name, path)
+    describe_page(config.registry, name, path, methods, summary, tag="portal",
+                  signed_in=signed_in)
+    config.add_view(view, route_name=name, request_method=methods)
+    # Views with a request_method predicate win, and any other method gets this 405.
+    config.add_view(_method_not_allowed(methods), route_name=name)
 
 
 def _method_not_allowed(methods: tuple[str, ...]):
