@@ -158,10 +158,16 @@ class RefundResultSchema(ResponseSchema):
            auth=AUTH_ADMIN, permission="payouts:read", query=RevenueQuery,
            response=AdminRevenueReportSchema)
 def get_revenue(request):
+    return revenue_report(request, request.query)
+
+
+def revenue_report(request, query: dict) -> dict:
+    """Return one page of every partner's revenue in ``query["period"]`` (last month by
+    default), with the totals over every partner in that period."""
     session = request.dbsession
-    period = request.query.get("period") or Period.containing(utcnow()).previous()
+    period = query.get("period") or Period.containing(utcnow()).previous()
     select = sa.select(PartnerRevenue).where(PartnerRevenue.period_start == period.start)
-    page = paginate(select, PartnerRevenue.id, request.query, session)
+    page = paginate(select, PartnerRevenue.id, query, session)
     names = dict(session.execute(sa.select(Partner.id, Partner.company_name).where(
         Partner.id.in_({row.partner_id for row in page.items}))).all()) if page.items else {}
     rows = []
@@ -202,12 +208,17 @@ def _audit_payout(request, action: str, row: Payout, **details) -> None:
            permission="payouts:read", query=PayoutQuery, response=AdminPayoutSchema,
            paginated=True)
 def list_payouts(request):
+    return payouts_page(request, request.query)
+
+
+def payouts_page(request, query: dict):
+    """Return one page of payouts, newest first, as statements, filtered as ``query`` says."""
     select = sa.select(Payout)
-    if request.query.get("status"):
-        select = select.where(Payout.status == request.query["status"])
-    if request.query.get("partner_id") is not None:
-        select = select.where(Payout.partner_id == request.query["partner_id"])
-    page = paginate(select, Payout.id, request.query, request.dbsession)
+    if query.get("status"):
+        select = select.where(Payout.status == query["status"])
+    if query.get("partner_id") is not None:
+        select = select.where(Payout.partner_id == query["partner_id"])
+    page = paginate(select, Payout.id, query, request.dbsession)
     page.items = payout_statements(request.dbsession, list(page.items))
     return page
 
@@ -222,12 +233,16 @@ def get_payout(request):
            auth=AUTH_ADMIN, permission="payouts:write", body=EmptyBody,
            response=AdminPayoutSchema, errors=(*NOT_FOUND, (409, "payout_not_pending")))
 def approve_payout(request):
-    row = _payout(request, lock=True)
+    return _statement(request, approve_payout_row(request, _payout(request, lock=True)))
+
+
+def approve_payout_row(request, row: Payout) -> Payout:
+    """Release a pending or held payout, audited; the worker sends it after the commit."""
     release_for_sending(request.dbsession, row)
     row.approved_by_admin_id = request.admin.id
     _audit_payout(request, "payout.approved", row)
     request.registry["tasks"].send_after_commit(request.tm, SEND_ACTOR, row.id)
-    return _statement(request, row)
+    return row
 
 
 @operation(hold, "POST", summary="Hold a pending payout with a reason", auth=AUTH_ADMIN,
@@ -235,9 +250,13 @@ def approve_payout(request):
            errors=(*NOT_FOUND, (409, "payout_not_pending")))
 def hold_payout_view(request):
     row = _payout(request, lock=True)
-    hold_payout(request.dbsession, row, request.validated["reason"])
-    _audit_payout(request, "payout.held", row, reason=request.validated["reason"])
-    return _statement(request, row)
+    return _statement(request, hold_payout_row(request, row, request.validated["reason"]))
+
+
+def hold_payout_row(request, row: Payout, reason: str) -> Payout:
+    hold_payout(request.dbsession, row, reason)
+    _audit_payout(request, "payout.held", row, reason=reason)
+    return row
 
 
 def _processing(row: Payout) -> None:
@@ -251,11 +270,15 @@ def _processing(row: Payout) -> None:
            errors=(*NOT_FOUND, (409, "payout_not_processing")))
 def mark_payout_paid_view(request):
     row = _payout(request, lock=True)
+    return _statement(request, mark_payout_paid_row(request, row,
+                                                    request.validated.get("reference")))
+
+
+def mark_payout_paid_row(request, row: Payout, reference: str | None) -> Payout:
     _processing(row)
     mark_payout_paid(request.dbsession, row, utcnow())
-    _audit_payout(request, "payout.marked_paid", row,
-                  reference=request.validated.get("reference"))
-    return _statement(request, row)
+    _audit_payout(request, "payout.marked_paid", row, reference=reference)
+    return row
 
 
 @operation(payout_failed, "POST", summary="Record a processing payout as failed; its amount "
@@ -264,10 +287,15 @@ def mark_payout_paid_view(request):
            errors=(*NOT_FOUND, (409, "payout_not_processing")))
 def mark_payout_failed_view(request):
     row = _payout(request, lock=True)
+    return _statement(request, mark_payout_failed_row(request, row,
+                                                      request.validated["reason"]))
+
+
+def mark_payout_failed_row(request, row: Payout, reason: str) -> Payout:
     _processing(row)
-    mark_payout_failed(request.dbsession, row, request.validated["reason"], utcnow())
-    _audit_payout(request, "payout.marked_failed", row, reason=request.validated["reason"])
-    return _statement(request, row)
+    mark_payout_failed(request.dbsession, row, reason, utcnow())
+    _audit_payout(request, "payout.marked_failed", row, reason=reason)
+    return row
 
 
 # Invoices -----------------------------------------------------------------------------

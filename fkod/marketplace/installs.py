@@ -423,6 +423,12 @@ def run_uninstalled_hook(host, plugin_name: str | None, context: InstallContext)
                   extra={"plugin": plugin_name, "install_id": context.install_id})
 
 
+def integration_installs_query(integration: Integration):
+    """Select the installs of one integration, for the pages of the partner that owns it."""
+    return sa.select(IntegrationInstall).where(
+        IntegrationInstall.integration_id == integration.id)
+
+
 def list_installs(request, query: dict) -> Page:
     select = sa.select(IntegrationInstall).where(
         IntegrationInstall.user_id == request.user.id,

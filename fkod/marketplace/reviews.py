@@ -105,6 +105,12 @@ def _own_review(session, integration_id: int, user_id: int) -> IntegrationReview
         IntegrationReview.user_id == user_id))
 
 
+def caller_review(request, integration: Integration) -> dict | None:
+    """Return the caller's review of ``integration`` shaped for ReviewSchema, or None."""
+    review = _own_review(request.dbsession, integration.id, request.user.id)
+    return None if review is None else one_view(request.dbsession, review)
+
+
 def _review_exists(integration: Integration) -> Conflict:
     return Conflict(f"You already reviewed int_{integration.id}; change it with PUT or remove "
                     f"it with DELETE on the same path.", code="review_exists")
@@ -233,6 +239,13 @@ def list_reviews(request, integration_public_id: str, query: dict) -> Page:
 
 
 # Partner replies ----------------------------------------------------------------------
+
+
+def integration_reviews_query(integration: Integration):
+    """Select the visible reviews of an integration, listed or not, for its partner's pages."""
+    return sa.select(IntegrationReview).where(
+        IntegrationReview.integration_id == integration.id,
+        IntegrationReview.status == "visible")
 
 
 def reply(request, integration_public_id: str, review_public_id: str, text: str) -> dict:

@@ -308,7 +308,10 @@ def _find_invitation(session, token: str) -> PartnerInvitation:
 
 def _user_from_login_token(request, invitation: PartnerInvitation) -> User:
     check_user(request, request.operation)
-    user = request.user
+    return _require_invited_user(request.user, invitation)
+
+
+def _require_invited_user(user: User, invitation: PartnerInvitation) -> User:
     if user.email_namespace != PLATFORM_NAMESPACE or user.email != invitation.email:
         raise Forbidden("The invitation was sent to another email address than this account's; "
                         "log in as the invited account.", code="invitation_email_mismatch")
@@ -329,8 +332,13 @@ def _create_invited_user(request, invitation: PartnerInvitation, name: str,
     return user
 
 
-def accept_invitation(request, token: str, data: dict) -> dict:
-    """Add the caller (or a new account) to the invitation's partner; return a login token."""
+def accept_invitation(request, token: str, data: dict, *,
+                      signed_in_user: User | None = None) -> dict:
+    """Add the caller (or a new account) to the invitation's partner; return a login token.
+
+    ``signed_in_user`` is the portal session's user, who accepts as the login
+    token's user does.
+    """
     session = request.dbsession
     invitation = _find_invitation(session, token)
     partner = session.get(Partner, invitation.partner_id)
@@ -339,7 +347,11 @@ def accept_invitation(request, token: str, data: dict) -> dict:
     if partner.status in BLOCKED_PARTNER_STATUSES:
         raise Forbidden(f"The partner account is {partner.status}.", code="partner_suspended")
 
-    if "Authorization" in request.headers:
+    if signed_in_user is not None:
+        user = _require_invited_user(signed_in_user, invitation)
+        if user.email_verified_at is None:
+            user.email_verified_at = utcnow()
+    elif "Authorization" in request.headers:
         if data:
             raise ValidationFailed(
                 "Send either a login token or a name and password, not both.",

@@ -91,6 +91,11 @@ def proration(old: Plan | None, new: Plan, moment: dt.datetime) -> Decimal:
     return round_cents(difference * Decimal(int(remaining)) / Decimal(int(length)))
 
 
+def is_upgrade(old: Plan | None, new: Plan) -> bool:
+    """Return whether moving from ``old`` to ``new`` is an upgrade: a dearer or a first plan."""
+    return old is None or new.price_monthly > old.price_monthly
+
+
 def change_plan(request, partner: Partner, code: str) -> PlanChange:
     """Move the partner to the self-serve plan ``code``: at once when dearer, else next month.
 
@@ -123,7 +128,7 @@ def change_plan(request, partner: Partner, code: str) -> PlanChange:
     if pending is not None:
         _cancel(pending, now)
 
-    upgrade = old is None or new.price_monthly > old.price_monthly
+    upgrade = is_upgrade(old, new)
     change = PlanChange(
         partner_id=partner.id, from_plan_id=old.id if old else None, to_plan_id=new.id,
         kind="upgrade" if upgrade else "downgrade",
