@@ -39,7 +39,7 @@ from fkod.core.api import (
     Cursor,
     Operation,
 )
-from fkod.core.openapi_plain import PORTAL_SESSION_SCHEME, plain_routes
+from fkod.core.openapi_plain import ADMIN_SESSION_SCHEME, PORTAL_SESSION_SCHEME, plain_routes
 from fkod.core.schemas import Text
 
 OPENAPI_VERSION = "3.1.0"
@@ -199,6 +199,11 @@ def security_schemes(scope_catalog) -> dict:
             "type": "apiKey", "in": "cookie", "name": "fkod_portal_session",
             "description": "The portal's signed session cookie, set by the portal login "
                            "page. The JSON API never reads it.",
+        },
+        ADMIN_SESSION_SCHEME: {
+            "type": "apiKey", "in": "cookie", "name": "fkod_admin_session",
+            "description": "The admin console's signed session cookie (path /admin), set by "
+                           "the console's sign-in page. The JSON API never reads it.",
         },
     }
 

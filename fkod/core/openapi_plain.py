@@ -170,6 +170,8 @@ PLAIN_ROUTES: dict[str, tuple[str, dict[str, PlainOperation]]] = {
 PAGES_KEY = "openapi.pages"
 # The security scheme of the portal's signed session cookie.
 PORTAL_SESSION_SCHEME = "portalSession"
+# The security scheme of the admin console's signed session cookie.
+ADMIN_SESSION_SCHEME = "adminSession"
 
 _PAGE_RESPONSES = {
     "GET": {"200": {"description": "The page", "content": _HTML},
@@ -189,13 +191,15 @@ _PAGE_RESPONSES = {
 
 
 def describe_page(registry, route_name: str, pattern: str, methods, summary: str, *,
-                  tag: str, signed_in: bool) -> None:
+                  tag: str, signed_in: bool,
+                  security_scheme: str = PORTAL_SESSION_SCHEME) -> None:
     """Add an HTML page of a plain Pyramid view to the OpenAPI document.
 
-    ``signed_in`` pages need the portal's session cookie. Each method gets the
-    responses every page can give; POST forms carry a ``csrf_token`` field.
+    ``signed_in`` pages need the session cookie of ``security_scheme``, the
+    portal's by default. Each method gets the responses every page can give;
+    POST forms carry a ``csrf_token`` field.
     """
-    security = ({PORTAL_SESSION_SCHEME: []},) if signed_in else ()
+    security = ({security_scheme: []},) if signed_in else ()
     operations = {}
     for method in methods:
         form = {"csrf_token": {"type": "string"}} if method == "POST" else None

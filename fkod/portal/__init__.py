@@ -67,7 +67,12 @@ ROUTES = (
 # Modules under fkod.portal that declare more pages in tables of their own:
 # ROUTES, with (route name, path, view function, request methods, summary)
 # rows, and PUBLIC_PAGES, the route names a visitor who is not signed in can use.
-PAGE_MODULES: tuple[str, ...] = ()
+PAGE_MODULES: tuple[str, ...] = ("company_views", "team_views", "integration_views",
+                                 "support_views",
+                                 "marketplace_views",
+                                 "customer_views", "billing_views",
+                                 "developer_views", "application_views",
+                                 "analytics_views")
 
 
 def _portal_session(request):
@@ -102,6 +107,7 @@ def includeme(config):
         for name, path, function, methods, summary in module.ROUTES:
             _add_page(config, name, path, getattr(module, function), methods, summary,
                       signed_in=name not in public)
+    config.include("fkod.portal.admin_views")
 
 
 def _add_page(config, name: str, path: str, view, methods: tuple[str, ...], summary: str, *,

@@ -25,6 +25,7 @@ from fkod.core.auth.security import (
 from fkod.core.errors import RateLimited
 
 LOGIN_PATH = "/portal/login"
+MARKETPLACE_PATH = "/marketplace"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +51,13 @@ def login_redirect(request) -> HTTPSeeOther:
 
 
 def safe_next(value: str | None) -> str:
-    """Return ``value`` when it is a path of the portal, else the dashboard's path.
+    """Return ``value`` when it is a path of the portal or the marketplace, else ``/portal``.
 
     Only a local path is accepted, so a crafted login link cannot send the
     user to another site after login.
     """
-    if isinstance(value, str) and value.startswith("/portal") and "//" not in value \
+    if isinstance(value, str) and value.startswith(("/portal", "/marketplace")) \
+            and "//" not in value \
             and "\\" not in value and value.isprintable():
         return value
     return "/portal"
@@ -92,6 +94,29 @@ def require_member(request, permission: str | None = None) -> PortalMember:
         raise HTTPForbidden(f"Your role ({membership.role}) does not grant the permission "
                             f"{permission}. Ask an owner or admin of {partner.company_name}.")
     return member
+
+
+def landing_path(request, user: User) -> str:
+    """Return where a login lands: the dashboard for a partner member, else the marketplace."""
+    if find_membership(request.dbsession, user.id) is None:
+        return MARKETPLACE_PATH
+    return "/portal"
+
+
+def require_user(request) -> User:
+    """Return the signed-in user, member or customer, or raise a redirect to login.
+
+    A POST must also carry the session's CSRF token. It sets ``request.user``
+    as the JSON API's user check does, so the customer services work unchanged.
+    """
+    user = request.portal_session.user()
+    if user is None:
+        if request.method == "GET":
+            raise login_redirect(request)
+        raise HTTPSeeOther(location=f"{LOGIN_PATH}?{urlencode({'next': MARKETPLACE_PATH})}")
+    check_csrf(request)
+    request.user = user
+    return user
 
 
 def check_csrf(request) -> None:

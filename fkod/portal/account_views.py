@@ -22,7 +22,7 @@ from fkod.core.errors import ApiError, RateLimited
 from fkod.partners import services
 from fkod.partners.schemas import RegisterPartnerBody
 from fkod.portal import forms
-from fkod.portal.access import check_csrf, limit_address, safe_next
+from fkod.portal.access import check_csrf, landing_path, limit_address, safe_next
 from fkod.portal.rendering import render
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,12 @@ def signup(request):
 
 def login(request):
     session = request.portal_session
-    next_path = safe_next(request.params.get("next"))
+    # Without a next page, a login lands on the dashboard or, for a customer, the marketplace.
+    next_path = safe_next(request.params["next"]) if request.params.get("next") else ""
     form = forms.Form(values={"email": request.GET.get("email", "")})
     if request.method == "GET":
         if session.user() is not None:
-            return HTTPSeeOther(location=next_path)
+            return HTTPSeeOther(location=next_path or landing_path(request, session.user()))
         return render(request, "login.html", form=form, ask_totp=False, next_path=next_path)
 
     check_csrf(request)
@@ -103,7 +104,7 @@ def login(request):
 
     session.log_in(request.user)
     log.info("portal login", extra={"user_id": request.user.id})
-    return HTTPSeeOther(location=next_path)
+    return HTTPSeeOther(location=next_path or landing_path(request, request.user))
 
 
 def logout(request):

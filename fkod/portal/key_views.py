@@ -17,6 +17,7 @@ from fkod.partners import api_keys
 from fkod.partners.schemas import CreateApiKeyBody, RotateApiKeyBody
 from fkod.portal import forms
 from fkod.portal.access import require_member
+from fkod.portal.charts import key_usage_chart
 from fkod.portal.rendering import render
 
 RECENT_ERRORS = 10
@@ -82,7 +83,7 @@ def key_detail(request):
     return render(request, "key_detail.html", key=key, state=api_keys.key_state(key),
                   recent_errors=describe_failed_calls(request.dbsession, rows),
                   grace_periods=GRACE_PERIODS, can_write=member.can("api_keys:write"),
-                  nav="keys")
+                  usage_chart=key_usage_chart(request.dbsession, key), nav="keys")
 
 
 def key_rotate(request):

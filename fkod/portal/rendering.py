@@ -29,9 +29,9 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'"
 )
 
-# Paths whose errors are HTML pages rather than the JSON envelope. The two
-# outside /portal are the pages that account mail links to.
-PORTAL_PATHS = r"^(/portal(/.*)?|/password-reset|/verify-email)$"
+# Paths whose errors are HTML pages rather than the JSON envelope: the portal,
+# the marketplace pages, and the two pages that account mail links to.
+PORTAL_PATHS = r"^(/portal(/.*)?|/marketplace(/.*)?|/password-reset|/verify-email)$"
 
 ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("fkod.portal", "templates"),

@@ -30,25 +30,32 @@ MAX_FLASH_MESSAGES = 5
 FLASH_KINDS = ("success", "error", "info")
 
 
-def make_cookie_profile(settings) -> SignedCookieProfile:
+def make_cookie_profile(settings, *, cookie_name: str = COOKIE_NAME,
+                        salt: str = "fkod.portal.session", samesite: str = "Lax",
+                        path: str = "/", max_age: int = SESSION_TTL_SECONDS
+                        ) -> SignedCookieProfile:
+    """Return the signed cookie profile; the keyword arguments serve other cookie sessions."""
     return SignedCookieProfile(
         secret=settings["fkod.secrets.api_key_pepper"],
-        salt="fkod.portal.session",
-        cookie_name=COOKIE_NAME,
+        salt=salt,
+        cookie_name=cookie_name,
         secure=settings["fkod.environment"] == "production",
         httponly=True,
-        samesite="Lax",
-        path="/",
-        max_age=SESSION_TTL_SECONDS,
+        samesite=samesite,
+        path=path,
+        max_age=max_age,
     )
 
 
 class PortalSession:
     """The session of one request; the portal's response hook saves it when it changed."""
 
+    # The registry key of the cookie profile; a subclass for another cookie sets its own.
+    PROFILE_KEY = "portal.cookie_profile"
+
     def __init__(self, request):
         self.request = request
-        self._profile = request.registry["portal.cookie_profile"].bind(request)
+        self._profile = request.registry[self.PROFILE_KEY].bind(request)
         value = self._profile.get_value()
         self.data = value if isinstance(value, dict) else {}
         self.changed = False
