@@ -59,11 +59,8 @@ def test_checklist_follows_real_data(client, app):
 def test_pages_send_security_headers_and_own_assets(client):
     signed_in_owner(client)
     for path in ("/portal", "/portal/login", "/portal/keys", "/portal/webhooks", "/portal/nope"):
-        started = time.perf_counter()
+        # Page times are measured by bench/bench_portal_pages.py, not here.
         response = client.web.get(path, status="*")
-        # Measured at 1 to 12 ms on SQLite on a shared 2-core machine, so 1 s leaves room
-        # for a loaded CI host.
-        assert time.perf_counter() - started < 1.0, path
         policy = response.headers["Content-Security-Policy"]
         assert "default-src 'self'" in policy
         assert "frame-ancestors 'none'" in policy
