@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from fkod.core.auth.models import Partner
 from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
-from fkod.core.testing import TEST_PASSWORD, TestClient, verify_partner
+from fkod.core.testing import TestClient, verify_partner
 from fkod.marketplace.models import Integration
+from tests.browser.journeys import log_in_partner, submit_integration_for_review
 
 CONFIG_SCHEMA = {"type": "object", "required": ["channel"],
                  "properties": {"channel": {"type": "string", "minLength": 1}}}
@@ -32,11 +33,7 @@ def verified_owner(app) -> str:
 def test_integration_submission(app, new_page, screenshots):
     email = verified_owner(app)
     page = new_page()
-    page.goto("/portal/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(TEST_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/portal$"))
+    log_in_partner(page, email)
 
     page.get_by_role("link", name="Integrations", exact=True).click()
     page.get_by_role("link", name="Create an integration").click()
@@ -61,11 +58,7 @@ def test_integration_submission(app, new_page, screenshots):
     assert "9.90 USD a month" in page.locator("main").inner_text()
     screenshots.take(page, "draft")
 
-    page.get_by_role("button", name="Submit for review").click()
-    page.wait_for_url(re.compile(r"/portal/integrations/int_\d+$"))
-    assert page.locator("#integration-status").inner_text().lower() == "in review"
-    assert "Pending review" in page.locator("main").inner_text()
-    screenshots.take(page, "pending-review")
+    submit_integration_for_review(page, screenshots)
 
     # The pages fit a 375 px wide screen: only tables and code blocks scroll sideways.
     page.set_viewport_size({"width": 375, "height": 800})

@@ -6,10 +6,14 @@ a partner and an admin would do it.
 
 from __future__ import annotations
 
-import re
-
 from fkod.admin.testing import admin_with_headers
 from fkod.core.testing import TestClient
+from tests.browser.journeys import (
+    grant_and_install,
+    review_install,
+    search_and_open,
+    sign_up_customer,
+)
 from tests.functional.test_admin_integrations import approve, register, submitted
 
 EMAIL = "grace@customer.example"
@@ -43,23 +47,9 @@ def test_customer_marketplace_journey(app, new_page, screenshots):
     integration_id = publish_integration(app)
     page = new_page(width=375, height=800)
 
-    page.goto("/marketplace/signup")
-    page.get_by_label("Your name").fill("Grace Hopper")
-    page.get_by_label("Email").fill(EMAIL)
-    page.get_by_label("Password").fill(PASSWORD)
-    screenshots.take(page, "signup")
-    page.get_by_role("button", name="Create account").click()
-    page.wait_for_url(re.compile(r"/portal/login"))
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/marketplace$"))
-
-    page.get_by_label("Search integrations").fill("lecture")
-    page.get_by_label("Search integrations").press("Enter")
-    page.wait_for_url(re.compile(r"/marketplace/search\?q=lecture"))
-    screenshots.take(page, "search-results")
-    page.get_by_role("link", name="Lecture Relay").click()
-    page.wait_for_url(re.compile(rf"/marketplace/integrations/{integration_id}$"))
+    sign_up_customer(page, screenshots, name="Grace Hopper", email=EMAIL, password=PASSWORD)
+    search_and_open(page, screenshots, query="lecture", name="Lecture Relay",
+                    integration_id=integration_id)
     assert "Verified partner" in page.locator("main").inner_text()
     assert "users:read" in page.locator("main").inner_text()
 
@@ -75,21 +65,12 @@ def test_customer_marketplace_journey(app, new_page, screenshots):
     page.get_by_label("Region").select_option("eu")
     page.get_by_label("Daily limit").fill("20")
     page.get_by_label("Send a daily digest").check()
-    page.get_by_label(re.compile("I grant .* these permissions")).check()
-    page.get_by_role("button", name="Install", exact=True).click()
-    page.wait_for_url(re.compile(r"/marketplace/installs$"))
-    assert "Lecture Relay is installed." in page.locator(".flash").inner_text()
+    grant_and_install(page, screenshots, "Lecture Relay")
     assert "#lectures" in page.locator("main").inner_text()
-    screenshots.take(page, "installed")
 
-    page.get_by_role("link", name="Review", exact=True).click()
-    page.get_by_label("5 stars").check()
-    page.get_by_label("Title").fill("Does what it says")
-    page.get_by_label("Your review").fill("Lecture news reaches the team within a minute.")
-    page.get_by_role("button", name="Publish review").click()
-    page.wait_for_url(re.compile(rf"/marketplace/integrations/{integration_id}$"))
-    reviews = page.locator(".review-list").inner_text()
-    assert "Does what it says" in reviews
+    reviews = review_install(page, screenshots, integration_id=integration_id,
+                             title="Does what it says",
+                             body="Lecture news reaches the team within a minute.")
     assert "Grace Hopper" in reviews
     assert "5.0 of 5 (1 review)" in page.locator("main").inner_text()
     # Nothing is wider than the 375 px viewport.

@@ -6,78 +6,30 @@ Also: the login form used with the keyboard only, and the pages at 375 px wide.
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 
-from fkod.core.testing import TEST_PASSWORD, TestClient
-from tests.functional.test_auth_mail import wait_for_mail
+from fkod.core.testing import TEST_PASSWORD
+from tests.browser.journeys import (
+    add_webhook_and_send_test,
+    create_key,
+    log_in_partner,
+    sign_up_partner,
+    step_state,
+    wait_until,
+)
 
-VERIFY_LINK = re.compile(r"https?://[^/\s]+(/verify-email\?token=[A-Za-z0-9_-]+)")
 EMAIL = "founder@journey.example"
-
-
-def wait_until(page, path: str, done, timeout: float = 10) -> None:
-    """Reload ``path`` until ``done(page)`` is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        page.goto(path)
-        if done(page):
-            return
-        assert time.monotonic() < deadline, f"{path} did not reach the expected state"
-        time.sleep(0.2)
-
-
-def sign_up_and_log_in(page, app, screenshots) -> None:
-    page.goto("/portal/signup")
-    page.get_by_label("Company name").fill("Journey Learning <b>Ltd</b>")
-    page.get_by_label("Your name").fill("Ada")
-    page.get_by_label("Work email").fill(EMAIL)
-    page.get_by_label("Password").fill(TEST_PASSWORD)
-    screenshots.take(page, "signup-form")
-    page.get_by_role("button", name="Create account").click()
-    page.wait_for_url(re.compile(r"/portal/login"))
-    assert "Journey Learning <b>Ltd</b> is registered" in page.locator(".flash").inner_text()
-    screenshots.take(page, "registered")
-
-    [message] = wait_for_mail(TestClient(app), EMAIL)
-    page.goto(VERIFY_LINK.search(message.body).group(1))
-    page.get_by_role("button", name="Verify my email").click()
-    page.wait_for_url(re.compile(r"/portal/login"))
-    assert f"{EMAIL} is verified." in page.locator(".flash").inner_text()
-    screenshots.take(page, "email-verified")
-
-    page.get_by_label("Email").fill(EMAIL)
-    page.get_by_label("Password").fill(TEST_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/portal$"))
-    screenshots.take(page, "dashboard")
-
-
-def step_state(page, name: str) -> str:
-    return page.locator(f'[data-step="{name}"] .step-state').inner_text()
 
 
 def test_partner_journey(app, new_page, live_url, make_receiver, screenshots):
     page = new_page()
-    sign_up_and_log_in(page, app, screenshots)
+    sign_up_partner(page, app, screenshots, company="Journey Learning <b>Ltd</b>", email=EMAIL)
+    log_in_partner(page, EMAIL)
+    screenshots.take(page, "dashboard")
     assert step_state(page, "create_key") == "To do"
 
-    page.get_by_role("link", name="API keys").click()
-    page.get_by_role("link", name="Create a key").click()
-    page.get_by_label("Name").fill("First key")
-    page.get_by_label("users:read").check()
-    page.get_by_label("users:write").check()
-    screenshots.take(page, "key-form")
-    page.get_by_role("button", name="Create key").click()
-    page.get_by_role("button", name="Copy").click()
-    status = '[data-copy-status="api-key-secret"]'
-    page.wait_for_function(f"document.querySelector('{status}').textContent !== ''")
-    assert page.locator(status).inner_text() == "Copied to the clipboard."
-    secret = page.evaluate("navigator.clipboard.readText()")
-    assert secret == page.get_by_label("Secret of First key").input_value()
-    assert secret.startswith("sk_test_")
-    screenshots.take(page, "key-created")
+    secret = create_key(page, screenshots, "First key")
 
     response = httpx.get(f"{live_url}/api/v1/users", headers={"Authorization": f"Bearer {secret}"},
                          timeout=10)
@@ -87,22 +39,7 @@ def test_partner_journey(app, new_page, live_url, make_receiver, screenshots):
     screenshots.take(page, "first-call-done")
 
     receiver = make_receiver(200)
-    page.get_by_role("link", name="Webhooks").click()
-    page.get_by_role("link", name="Add an endpoint").click()
-    page.get_by_label("Endpoint URL").fill(receiver.url)
-    page.get_by_label("user.created").check()
-    screenshots.take(page, "webhook-form")
-    page.get_by_role("button", name="Add endpoint").click()
-    assert page.get_by_label("Signing secret").input_value().startswith("whsec_")
-    screenshots.take(page, "webhook-created")
-
-    page.get_by_role("link", name="Go to the endpoint").click()
-    page.get_by_role("button", name="Send test event").click()
-    flash = page.locator(".flash").inner_text()
-    assert re.search(r"Test event user\.created \(evt_\w+\) sent; the receiver answered 200 in "
-                     r"\d+ ms\.", flash), flash
-    assert len(receiver.wait_for(1, timeout=10)) == 1
-    screenshots.take(page, "test-event-sent")
+    add_webhook_and_send_test(page, screenshots, receiver)
 
     created = httpx.post(f"{live_url}/api/v1/users", json={"email": "learner@journey.example"},
                          headers={"Authorization": f"Bearer {secret}"}, timeout=10)
@@ -156,11 +93,7 @@ def test_pages_fit_375_px(client, new_page, screenshots):
     email = client.register_partner(company_name="A company with a rather long name")["user"][
         "email"]
     page = new_page(width=375, height=800)
-    page.goto("/portal/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(TEST_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/portal$"))
+    log_in_partner(page, email)
     for path, name in (("/portal", "dashboard"), ("/portal/keys/new", "new-key"),
                        ("/portal/webhooks/new", "new-webhook"), ("/portal/signup", "signup")):
         page.goto(path)
