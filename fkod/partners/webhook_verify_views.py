@@ -82,31 +82,38 @@ class VerifyWebhookSchema(ResponseSchema):
            errors=((404, "not_found"), (400, debugger.MALFORMED_SIGNATURE),
                    (400, debugger.MALFORMED_TIMESTAMP), (400, debugger.MALFORMED_WEBHOOK_ID)))
 def verify_webhook_signature(request):
-    webhook = _partner_webhook(request, request.matchdict["id"])
-    body = request.validated
-    payload = body["payload"].encode("utf-8")
+    webhook = partner_webhook(request, request.matchdict["id"])
     try:
-        # Parsed before any lookup, so a malformed webhook_id never reaches a query.
-        headers = debugger.parse_signature(body["signature"], body["timestamp"],
-                                           body["webhook_id"])
-        diagnosis = debugger.diagnose(
-            payload=payload, signature_header=body["signature"], timestamp=body["timestamp"],
-            message_id=body["webhook_id"], secrets=_secrets(request, webhook),
-            delivery=_stored_delivery(request, webhook, headers.message_id, payload),
-            now=int(time.time()),
-            tolerance_seconds=request.registry.settings[
-                "fkod.webhooks.signature_tolerance_seconds"],
-        )
+        return check_signature(request, webhook, request.validated)
     except debugger.MalformedInput as exc:
         raise ValidationFailed(exc.message, code=exc.code,
                                errors=[field_error("body", exc.field, exc.description)]) from None
 
+
+def check_signature(request, webhook: Webhook, body: dict) -> debugger.Diagnosis:
+    """Diagnose the fields of a VerifyWebhookBody against ``webhook``'s secrets.
+
+    Raises debugger.MalformedInput for a signature, timestamp or webhook id
+    that cannot be checked. The portal's debugger page calls this too.
+    """
+    payload = body["payload"].encode("utf-8")
+    # Parsed before any lookup, so a malformed webhook_id never reaches a query.
+    headers = debugger.parse_signature(body["signature"], body["timestamp"],
+                                       body["webhook_id"])
+    diagnosis = debugger.diagnose(
+        payload=payload, signature_header=body["signature"], timestamp=body["timestamp"],
+        message_id=body["webhook_id"], secrets=_secrets(request, webhook),
+        delivery=_stored_delivery(request, webhook, headers.message_id, payload),
+        now=int(time.time()),
+        tolerance_seconds=request.registry.settings[
+            "fkod.webhooks.signature_tolerance_seconds"],
+    )
     log.info("webhook signature checked", extra={
         "webhook_id": webhook.id, "scheme": diagnosis.scheme, "reason": diagnosis.reason})
     return diagnosis
 
 
-def _partner_webhook(request, value: str) -> Webhook:
+def partner_webhook(request, value: str) -> Webhook:
     webhook_id = parse_id("whk", value, noun="webhook endpoint")
     webhook = request.dbsession.scalar(sa.select(Webhook).where(
         Webhook.id == webhook_id, Webhook.partner_id == request.partner.id,
