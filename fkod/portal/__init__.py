@@ -72,7 +72,8 @@ PAGE_MODULES: tuple[str, ...] = ("company_views", "team_views", "integration_vie
                                  "marketplace_views",
                                  "customer_views", "billing_views",
                                  "developer_views", "application_views",
-                                 "analytics_views", "webhook_debugger_views")
+                                 "analytics_views", "webhook_debugger_views",
+                                 "security_views")
 
 
 def _portal_session(request):
