@@ -13,6 +13,7 @@ earn that integration's per-call price when the billing period closes.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import ipaddress
 import logging
 
@@ -256,10 +257,12 @@ def test_api_key(request, key_id: int, secret: str | None) -> dict:
     result = {"id": key.id, "state": key_state(key), "scopes": list(key.scopes or []),
               "mode": key.mode, "secret_matches": None}
     if secret is not None:
-        digest = request.registry["key_hasher"].hash(secret)
-        in_grace = (key.previous_key_hash == digest and key.previous_key_expires_at is not None
+        digest = request.registry["key_hasher"].hash(secret).encode()
+        previous = (key.previous_key_hash or "").encode()
+        in_grace = (hmac.compare_digest(previous, digest)
+                    and key.previous_key_expires_at is not None
                     and key.previous_key_expires_at > utcnow())
-        result["secret_matches"] = digest == key.key_hash or in_grace
+        result["secret_matches"] = hmac.compare_digest(key.key_hash.encode(), digest) or in_grace
 
     plan = request.partner.plan or _default_plan(request)
     # The limits the gateway applies: an admin's overrides replace the plan's.

@@ -30,6 +30,7 @@ from fkod.marketplace.integration_schemas import (
 from fkod.marketplace.models import INTEGRATION_STATUSES, Integration
 from fkod.partners.models import SupportTicket, VerificationDocument
 from fkod.portal import forms
+from fkod.portal.access import limit_address
 from fkod.portal.admin_access import (
     check_admin_csrf,
     render_admin,
@@ -112,6 +113,8 @@ def login(request):
         return render_admin(request, "admin/login.html", form=form, next_path=next_path)
 
     check_admin_csrf(request)
+    # Per account, services.log_in limits failures; this limits guessing across accounts.
+    limit_address(request)
     posted = forms.posted_values(request)
     form.values = {"email": posted.get("email", "")}
     data = {name: posted[name] for name in ("email", "password") if name in posted}
