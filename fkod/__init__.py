@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import socket
+import weakref
 
 from pyramid.config import Configurator
 
@@ -55,7 +56,7 @@ def main(global_config, **settings):
 
         registry["scheduler"] = Scheduler(registry)
         registry["scheduler"].start()
-    atexit.register(shutdown, registry)
+    _running_registries[id(registry)] = registry
     return app
 
 
@@ -156,8 +157,21 @@ def include_runtime(config):
                 registry["leader_lock"].wrap("purge_usage", purge))
 
 
+# Applications built in this process and not shut down yet, shut down at exit.
+# They are held weakly: a registry kept by an exit hook would never be freed,
+# and the test suite builds thousands of applications in one process.
+_running_registries: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+@atexit.register
+def _shut_down_running_applications() -> None:
+    for registry in list(_running_registries.values()):
+        shutdown(registry)
+
+
 def shutdown(registry) -> None:
     """Stop background threads and flush buffered usage; safe to call twice."""
+    _running_registries.pop(id(registry), None)
     if registry.get("fkod.shut_down"):
         return
     registry["fkod.shut_down"] = True
