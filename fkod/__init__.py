@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 def main(global_config, **settings):
     """Build the WSGI application from the ``[app:main]`` settings of an .ini file."""
     settings = load_settings(settings)
+    from fkod.core.requestlog import apply_log_format
+
+    apply_log_format(settings)
     # The platform's exception views render every error; Cornice's stay out.
     settings["handle_exceptions"] = False
     with Configurator(settings=settings) as config:
@@ -35,6 +38,8 @@ def main(global_config, **settings):
         config.include("fkod.core.mail")
         config.include("fkod.core.storage")
         config.include("fkod.core.health")
+        config.include("fkod.core.metrics")
+        config.include("fkod.core.alerts")
         config.include("fkod.partners.views")
         config.include("fkod.developers")
         config.include("fkod.core.auth.authorization_views")

@@ -51,6 +51,14 @@ def get_ready(request):
         registry["db.engine"], lambda connection: connection.execute(sa.text("SELECT 1"))))}
     if registry["redis"] is not None:
         checks["redis"] = _check("redis", registry["redis"].ping)
+    tasks = registry["tasks"]
+    if not tasks.in_process:
+        # The broker may use its own connection; a ping on it shows it answers.
+        checks["broker"] = _check("broker", tasks.broker.client.ping)
+    elif not tasks.worker_alive():
+        checks["broker"] = "unavailable"
+        log.warning("readiness check failed", extra={"check": "broker",
+                                                     "error": "embedded worker not running"})
     if all(value == "ok" for value in checks.values()):
         return {"status": "ok", "checks": checks}
     response = envelope_response(request, 503, "not_ready",

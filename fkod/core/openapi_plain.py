@@ -156,6 +156,16 @@ PLAIN_ROUTES: dict[str, tuple[str, dict[str, PlainOperation]]] = {
             responses={"200": {"description": "The file"},
                        "404": {"description": "No such file"}}),
     }),
+    "metrics": ("/metrics", {
+        "GET": PlainOperation(
+            "Get the Prometheus metrics (text exposition format) for the operators' scraper; "
+            "open to fkod.metrics.allowed_networks or the bearer token fkod.metrics.token "
+            "only", "operations",
+            responses={"200": {"description": "The metrics, Prometheus text format 0.0.4",
+                               "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       "404": {"description": "Not found: the caller may not read the "
+                                              "metrics"}}),
+    }),
     "oauth_metadata": ("/.well-known/oauth-authorization-server", {
         "GET": PlainOperation(
             "Get the authorization server metadata (RFC 8414)", "oauth",

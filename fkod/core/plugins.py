@@ -30,6 +30,7 @@ from pyramid.events import ContextFound
 from pyramid.httpexceptions import HTTPNotFound
 
 from fkod.core import hookspecs
+from fkod.core.alerts import EVENT_TYPES as ALERT_EVENT_TYPES
 from fkod.core.db import read_only, run_in_transaction, utcnow
 from fkod.core.plugin_models import PluginState
 from fkod.core.settings import ConfigurationError
@@ -458,7 +459,7 @@ def includeme(config):
                       redis_client=config.registry.get("redis"),
                       channel=settings["fkod.redis.key_prefix"] + "plugins:changed")
     config.registry["plugins"] = host
-    for event_type in OPERATIONAL_EVENT_TYPES:
+    for event_type in (*OPERATIONAL_EVENT_TYPES, *ALERT_EVENT_TYPES):
         host.event_catalog.add(event_type)
     host.load_entry_points()
     host.collect_event_types()

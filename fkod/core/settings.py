@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from decimal import Decimal, InvalidOperation
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 PREFIX = "fkod."
@@ -157,6 +157,32 @@ SETTINGS: tuple[Setting, ...] = (
              "The window that login_failures_per_account counts in, in seconds.", minimum=60),
     _setting("auth.totp_issuer", _as_str, "F-KOD",
              "The issuer name that authenticator apps show beside a TOTP entry."),
+    _setting("logging.format", _as_str, "",
+             "How log records are written: json (one JSON object per line) or text (readable "
+             "lines); empty means json when fkod.environment is production, text otherwise.",
+             choices=("", "json", "text")),
+    _setting("metrics.allowed_networks", _as_list, "127.0.0.0/8 ::1/128",
+             "CIDR ranges of the client addresses (after fkod.proxy.trusted_proxies) that may "
+             "read GET /metrics; empty means none, so only fkod.metrics.token opens it."),
+    _setting("metrics.token", _as_str, "",
+             "A bearer token that opens GET /metrics from any address; empty means none.",
+             secret=True),
+    _setting("alerts.quota_thresholds", _as_list, "80 100",
+             "Percentages of a rate-limit window at which a key's partner is alerted once per "
+             "window (key.quota_warning below 100, key.quota_exhausted at 100)."),
+    _setting("alerts.expiry_days", _as_list, "7 1",
+             "Days before an API key's expires_at at which its partner is alerted "
+             "(key.expiring)."),
+    _setting("alerts.anomaly_min_requests", _as_int, "100",
+             "Requests a partner needs in the last hour, or on average in the same hour of the "
+             "previous 7 days, before its traffic or error rate can raise usage.anomaly.",
+             minimum=1),
+    _setting("alerts.anomaly_traffic_factor", _as_float, "3.0",
+             "How many times above or below its usual hourly volume a partner's last hour must "
+             "be to raise usage.anomaly.", minimum=1.0),
+    _setting("alerts.anomaly_error_rate_points", _as_float, "20.0",
+             "By how many percentage points the last hour's error rate (5xx and 4xx other than "
+             "429) must exceed the usual one to raise usage.anomaly.", minimum=0.0),
     _setting("proxy.trusted_proxies", _as_list, "",
              "CIDR ranges of the reverse proxies in front of the app, separated by spaces or "
              "commas. X-Forwarded-For is read only when the connection comes from one of "

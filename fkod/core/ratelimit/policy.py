@@ -557,13 +557,28 @@ def enforce(request, key, plan) -> RateLimitDecision | None:
     policy.outages.recovered()
 
     request.environ["fkod.ratelimit"] = decision
+    _alert_quota(request, key, checks, decision)
     if not decision.allowed:
+        from fkod.core import metrics
+
+        metrics.count_rate_limited(request, key.livemode)
         raise RateLimited(
             f"Rate limit of {decision.limit} requests exceeded; retry in "
             f"{decision.retry_after} seconds.",
             retry_after=decision.retry_after,
         )
     return decision
+
+
+def _alert_quota(request, key, checks, decision) -> None:
+    """Hand the decision to the partner alerts, which act at 80% and 100% of a window."""
+    alerts = request.registry.get("partner_alerts")
+    if alerts is None:
+        return
+    try:
+        alerts.observe_quota(key, checks, decision)
+    except Exception:
+        log.warning("quota alert check failed", exc_info=True)
 
 
 def response_headers(

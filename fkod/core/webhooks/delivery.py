@@ -23,7 +23,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from fkod.core import jsonutil
+from fkod.core import jsonutil, metrics
 from fkod.core.auth.models import Partner
 from fkod.core.db import is_sqlite, run_in_transaction, utcnow
 from fkod.core.webhooks import operational
@@ -318,6 +318,7 @@ class DeliveryWorker:
             "status_code": result.status_code, "error": result.error,
             "outcome": values["status"],
         })
+        metrics.count_delivery(values["status"])
 
         if succeeded:
             events = self._note_success(connection, claimed, now)
