@@ -64,7 +64,8 @@ def test_run_unknown_job(ini, capsys):
     assert status == 2
     error = capsys.readouterr().err
     assert "no scheduled job is called 'reports.month'" in error
-    assert "the jobs are: billing.close_period, billing.payout_run, reports.monthly" in error
+    assert ("the jobs are: alerts.key_expiry, alerts.usage_anomaly, billing.close_period, "
+            "billing.payout_run, reports.monthly") in error
 
 
 def test_run_inline(ini, record, capsys):

@@ -29,6 +29,8 @@ BUILT_IN_EVENT_TYPES = {
     "payment.processed", "support.ticket_created", "support.ticket_replied", "support.ticket_status_changed",
     # Operational events of the delivery engine, which the core contributes.
     "webhook.delivery_exhausted", "webhook.endpoint_disabled", "webhook.endpoint_recovered",
+    # Partner alerts, which the core contributes too.
+    "key.expiring", "key.quota_exhausted", "key.quota_warning", "usage.anomaly",
 }
 
 # Rejected once loopback receivers are not allowed: loopback in every spelling,
