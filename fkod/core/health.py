@@ -53,7 +53,7 @@ def get_ready(request):
         checks["redis"] = _check("redis", registry["redis"].ping)
     tasks = registry["tasks"]
     if not tasks.in_process:
-        # The broker may use its own connection; a ping on it shows it answers.
+        # The broker may use its own connection, so a ping on it checks that one too.
         checks["broker"] = _check("broker", tasks.broker.client.ping)
     elif not tasks.worker_alive():
         checks["broker"] = "unavailable"

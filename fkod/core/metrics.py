@@ -9,7 +9,7 @@ Two kinds of metrics:
   by every process (and empty it at each start): each process then writes its
   values to files there and a scrape adds them up
   (:class:`prometheus_client.multiprocess.MultiProcessCollector`), whichever
-  process answers it.
+  process serves the scrape.
 * Gauges read from the shared state at scrape time (task queue depth, the
   webhook backlog and outbox lag, live workers), by :class:`StateCollector`.
   They come from the database and Redis, so every process reports the same

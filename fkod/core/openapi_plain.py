@@ -219,5 +219,5 @@ def describe_page(registry, route_name: str, pattern: str, methods, summary: str
 
 
 def plain_routes(registry) -> dict[str, tuple[str, dict[str, PlainOperation]]]:
-    """Every route described by hand: the table above and the pages modules described."""
+    """Return every route described by hand: the table above and the pages modules added."""
     return {**PLAIN_ROUTES, **registry.get(PAGES_KEY, {})}
