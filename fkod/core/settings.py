@@ -254,8 +254,9 @@ SETTINGS: tuple[Setting, ...] = (
              "How much of a receiver's response body is read and stored, in bytes.",
              minimum=0, maximum=1048576),
     _setting("webhooks.max_concurrency_per_endpoint", _as_int, "4",
-             "How many deliveries to one endpoint may be in flight at once across all "
-             "workers, so a slow receiver cannot take every worker thread.", minimum=1),
+             "How many deliveries to one endpoint may be in flight at once, so a slow "
+             "receiver cannot take every worker thread; exact in each worker process, and "
+             "across processes except for claims made at the same instant.", minimum=1),
     _setting("webhooks.secret_overlap_seconds", _as_int, "86400",
              "After a secret rotation, how long deliveries also carry a signature made "
              "with the old secret, in seconds.", minimum=0, maximum=604800),

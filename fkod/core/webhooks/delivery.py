@@ -13,11 +13,14 @@ lost message delays a delivery but never loses it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 import random
+import threading
 import time
 
 import sqlalchemy as sa
@@ -42,6 +45,7 @@ JITTER = 0.2
 BUSY_RETRY_MS = (200, 800)
 LAST_SUCCESS_RESOLUTION_SECONDS = 60
 OPERATIONAL_PREFIX = "webhook."
+LOST_ATTEMPT_ERROR = "the worker stopped during the attempt"
 # Returned by a claim when the endpoint has its fill of attempts in flight.
 ENDPOINT_BUSY = object()
 # Signature and framing headers a partner's custom headers can never replace.
@@ -111,8 +115,114 @@ class ClaimedDelivery:
     retry_delay: int
 
 
+def _in_flight_count():
+    """Return a subquery counting the live claims of the outer delivery's endpoint."""
+    other = orm.aliased(WebhookEvent)
+    return (
+        sa.select(sa.func.count()).select_from(other)
+        .where(other.webhook_id == WebhookEvent.webhook_id,
+               other.status == "delivering",
+               other.locked_until > sa.bindparam("now"))
+        .scalar_subquery()
+    )
+
+
+def _sendable_endpoint():
+    """Return the condition that the outer delivery's endpoint and partner take deliveries."""
+    return sa.exists().where(
+        Webhook.id == WebhookEvent.webhook_id,
+        Webhook.status == "active",
+        Partner.id == Webhook.partner_id,
+        Partner.status != "suspended",
+        Partner.deleted_at.is_(None),
+    )
+
+
+# The statements of one attempt are built once: building and keying a
+# statement costs more CPU than running it.
+def _endpoint_value(column):
+    """Return a subquery reading ``column`` of the outer delivery's endpoint, under its name."""
+    return (sa.select(column).where(Webhook.id == WebhookEvent.webhook_id)
+            .scalar_subquery().label(column.key))
+
+
+# One statement claims the delivery and reads what the attempt needs. SQLite
+# lets RETURNING name only the updated table, so the endpoint's columns come
+# from subqueries, one per column, each a primary-key lookup.
+CLAIM = (
+    sa.update(WebhookEvent)
+    .where(
+        WebhookEvent.id == sa.bindparam("delivery_id"),
+        WebhookEvent.status == "pending",
+        sa.or_(WebhookEvent.next_retry_at.is_(None),
+               WebhookEvent.next_retry_at <= sa.bindparam("now")),
+        _sendable_endpoint(),
+        _in_flight_count() < sa.bindparam("max_concurrency"),
+    )
+    .values(
+        status="delivering",
+        attempts=WebhookEvent.attempts + 1,
+        attempt_total=WebhookEvent.attempt_total + 1,
+        last_attempt_at=sa.bindparam("now"),
+        locked_until=sa.bindparam("claim_until"),
+    )
+    .returning(
+        WebhookEvent.webhook_id, WebhookEvent.attempts, WebhookEvent.attempt_total,
+        WebhookEvent.event_type, WebhookEvent.event_data,
+        *(_endpoint_value(column) for column in (
+            Webhook.partner_id, Webhook.livemode, Webhook.url, Webhook.headers,
+            Webhook.secret_key, Webhook.previous_secret_key,
+            Webhook.previous_secret_expires_at, Webhook.retry_count, Webhook.retry_delay,
+            Webhook.failing_since, Webhook.last_success_at)),
+        sa.select(Event.public_id).where(Event.id == WebhookEvent.event_id)
+        .scalar_subquery().label("event_public_id"),
+    )
+)
+# Asked only when a claim fails: is the delivery due but its endpoint full?
+WAITING_FOR_SLOT = (
+    sa.select(WebhookEvent.id)
+    .where(
+        WebhookEvent.id == sa.bindparam("delivery_id"),
+        WebhookEvent.status == "pending",
+        sa.or_(WebhookEvent.next_retry_at.is_(None),
+               WebhookEvent.next_retry_at <= sa.bindparam("now")),
+        _sendable_endpoint(),
+        _in_flight_count() >= sa.bindparam("max_concurrency"),
+    )
+)
+# Gives back a claim this process cannot start because the endpoint is full.
+UNCLAIM = (
+    sa.update(WebhookEvent)
+    .where(WebhookEvent.id == sa.bindparam("delivery_id"),
+           WebhookEvent.status == "delivering",
+           WebhookEvent.attempt_total == sa.bindparam("claimed_total"))
+    .values(status="pending", attempts=WebhookEvent.attempts - 1,
+            attempt_total=WebhookEvent.attempt_total - 1, locked_until=None)
+)
+INSERT_ATTEMPT = sa.insert(WebhookAttempt)
+_OWN_CLAIM = (
+    sa.update(WebhookEvent)
+    .where(WebhookEvent.id == sa.bindparam("delivery_id"),
+           WebhookEvent.status == "delivering",
+           WebhookEvent.attempt_total == sa.bindparam("claimed_total"))
+    .values(response_code=sa.bindparam("set_code"), response_body=sa.bindparam("set_body"),
+            last_error=sa.bindparam("set_error"), locked_until=None)
+)
+# Ends the delivery: succeeded, or failed with every attempt spent.
+FINISH = _OWN_CLAIM.values(status=sa.bindparam("set_status"),
+                           completed_at=sa.bindparam("set_completed"), next_retry_at=None)
+# Puts the delivery back to pending until its next attempt.
+RESCHEDULE = _OWN_CLAIM.values(status="pending", next_retry_at=sa.bindparam("set_next"))
+
 class DeliveryWorker:
-    """Runs delivery attempts and the sweeper against one database."""
+    """Runs delivery attempts and the sweeper against one database.
+
+    At most ``max_concurrency_per_endpoint`` attempts to one endpoint run at
+    once in one process: a counter per endpoint, taken after the claim, holds
+    it exactly. Across processes the claim itself counts the endpoint's live
+    claims in the database, without locking the endpoint, so claims made in
+    several processes at the same instant can exceed the limit briefly.
+    """
 
     def __init__(self, engine: sa.Engine, session_factory, vault, settings: dict, tasks):
         self.engine = engine
@@ -130,35 +240,80 @@ class DeliveryWorker:
         self.disable_after = dt.timedelta(
             seconds=settings["fkod.webhooks.disable_after_failing_seconds"])
         self.rng = random.Random()
+        # On PostgreSQL each statement of an attempt commits on its own: a
+        # claim or a plain success is one statement, and BEGIN and COMMIT
+        # would double its round trips. SQLite keeps BEGIN IMMEDIATE.
+        self.autocommit = engine.dialect.name != "sqlite"
+        self._in_flight: collections.Counter[int] = collections.Counter()
+        self._in_flight_lock = threading.Lock()
+        self.decrypt = functools.lru_cache(maxsize=1024)(vault.decrypt)
 
     # One attempt ---------------------------------------------------------------
 
     def deliver(self, delivery_id: int) -> None:
         """Attempt one delivery if it is due; unexpected errors are logged, not raised."""
         try:
-            # Plain connections, not ORM sessions: a delivery costs three short
-            # statements to claim and two to record when all goes well.
-            with self.engine.begin() as connection:
-                claimed = self._claim(connection, delivery_id)
-            if claimed is None:
-                return
-            if claimed is ENDPOINT_BUSY:
-                # The endpoint has its fill of attempts in flight: try again
-                # shortly, spread out so waiting messages do not arrive together.
-                self.tasks.send(DELIVER_ACTOR, delivery_id,
-                                delay_ms=self.rng.randint(*BUSY_RETRY_MS))
-                return
-            result, started_at, signed_at = self._attempt(claimed)
-            with self.engine.begin() as connection:
-                retry_in, event_deliveries = self._record(connection, claimed, result,
-                                                          started_at, signed_at)
-            for event_delivery_id in event_deliveries:
-                self.tasks.send(DELIVER_ACTOR, event_delivery_id)
-            if retry_in is not None:
-                self.tasks.send(DELIVER_ACTOR, delivery_id, delay_ms=retry_in * 1000)
+            # One connection serves the whole attempt. It is idle, outside any
+            # transaction, while the receiver is called.
+            with self.engine.connect() as connection:
+                if self.autocommit:
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                self._deliver(connection, delivery_id)
         except Exception:
             log.error("webhook delivery failed unexpectedly", exc_info=True,
                       extra={"delivery_id": delivery_id})
+
+    def _deliver(self, connection, delivery_id: int) -> None:
+        with connection.begin():
+            claimed = self._claim(connection, delivery_id)
+        if claimed is ENDPOINT_BUSY:
+            # The endpoint has its fill of attempts in flight: try again
+            # shortly, spread out so waiting messages do not arrive together.
+            self.tasks.send(DELIVER_ACTOR, delivery_id,
+                            delay_ms=self.rng.randint(*BUSY_RETRY_MS))
+            return
+        if claimed is None:
+            return
+        try:
+            result, started_at, signed_at = self._attempt(claimed)
+            if self._plain_success(claimed, result):
+                with connection.begin():
+                    retry_in, event_deliveries = self._record(
+                        connection, claimed, result, started_at, signed_at)
+            else:
+                # Failures and recoveries change the endpoint and may publish
+                # events, all in one transaction.
+                with self.engine.begin() as transaction:
+                    retry_in, event_deliveries = self._record(
+                        transaction, claimed, result, started_at, signed_at)
+        finally:
+            self._leave_slot(claimed.webhook_id)
+        for event_delivery_id in event_deliveries:
+            self.tasks.send(DELIVER_ACTOR, event_delivery_id)
+        if retry_in is not None:
+            self.tasks.send(DELIVER_ACTOR, delivery_id, delay_ms=retry_in * 1000)
+
+    def _plain_success(self, claimed: ClaimedDelivery, result) -> bool:
+        """Return True when recording ``result`` writes only the attempt and the delivery."""
+        if result.status_code is None or not 200 <= result.status_code < 300:
+            return False
+        if claimed.failing_since is not None:
+            return False
+        stale = utcnow() - dt.timedelta(seconds=LAST_SUCCESS_RESOLUTION_SECONDS)
+        return claimed.last_success_at is not None and claimed.last_success_at >= stale
+
+    def _take_slot(self, webhook_id: int) -> bool:
+        with self._in_flight_lock:
+            if self._in_flight[webhook_id] >= self.max_concurrency:
+                return False
+            self._in_flight[webhook_id] += 1
+            return True
+
+    def _leave_slot(self, webhook_id: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight[webhook_id] -= 1
+            if self._in_flight[webhook_id] <= 0:
+                del self._in_flight[webhook_id]
 
     def _claim(self, connection, delivery_id: int):
         """Mark the delivery in flight and return what the attempt needs.
@@ -166,84 +321,45 @@ class DeliveryWorker:
         Returns None when the delivery is not due: done, in flight elsewhere,
         waiting for a retry, its endpoint is not active, or its partner is
         suspended or deleted. A suspended partner's delivery stays pending, and
-        the sweeper sends it once the partner is reactivated. Returns ENDPOINT_BUSY
-        when its endpoint already has max_concurrency attempts in flight. The
-        endpoint's row is locked while the attempts in flight are counted, so
-        two workers cannot both take the last slot. The lock is FOR NO KEY
-        UPDATE, which new deliveries' foreign key checks do not wait for.
+        the sweeper sends it once the partner is reactivated. Returns
+        ENDPOINT_BUSY when its endpoint already has max_concurrency attempts in
+        flight, in the database or in this process; a claim taken before this
+        process found its own slots full is given back.
         """
         now = utcnow()
-        endpoint_query = (
-            sa.select(Webhook.id, Webhook.partner_id, Webhook.livemode, Webhook.status,
-                      Webhook.url, Webhook.headers, Webhook.secret_key,
-                      Webhook.previous_secret_key, Webhook.previous_secret_expires_at,
-                      Webhook.retry_count, Webhook.retry_delay, Webhook.failing_since,
-                      Webhook.last_success_at, Event.public_id,
-                      Partner.status.label("partner_status"), Partner.deleted_at)
-            .join(WebhookEvent, WebhookEvent.webhook_id == Webhook.id)
-            .join(Event, Event.id == WebhookEvent.event_id)
-            .join(Partner, Partner.id == Webhook.partner_id)
-            .where(WebhookEvent.id == delivery_id)
-        )
-        if connection.dialect.name != "sqlite":
-            # SQLite needs no row lock: BEGIN IMMEDIATE already serializes writers.
-            endpoint_query = endpoint_query.with_for_update(of=Webhook, key_share=True)
-        endpoint = connection.execute(endpoint_query).one_or_none()
-        if endpoint is None or endpoint.status != "active":
-            return None
-        if endpoint.partner_status == "suspended" or endpoint.deleted_at is not None:
-            return None
-        in_flight = connection.scalar(
-            sa.select(sa.func.count()).select_from(WebhookEvent).where(
-                WebhookEvent.webhook_id == endpoint.id,
-                WebhookEvent.status == "delivering",
-                WebhookEvent.locked_until > now,
-            ))
-        if in_flight >= self.max_concurrency:
-            return ENDPOINT_BUSY
-
-        claimed = connection.execute(
-            sa.update(WebhookEvent)
-            .where(
-                WebhookEvent.id == delivery_id,
-                WebhookEvent.status == "pending",
-                sa.or_(WebhookEvent.next_retry_at.is_(None), WebhookEvent.next_retry_at <= now),
-            )
-            .values(
-                status="delivering",
-                attempts=WebhookEvent.attempts + 1,
-                attempt_total=WebhookEvent.attempt_total + 1,
-                last_attempt_at=now,
-                locked_until=now + dt.timedelta(seconds=self.in_flight_seconds),
-            )
-            .returning(WebhookEvent.attempts, WebhookEvent.attempt_total,
-                       WebhookEvent.event_type, WebhookEvent.event_data)
-        ).one_or_none()
+        parameters = {"delivery_id": delivery_id, "now": now,
+                      "max_concurrency": self.max_concurrency,
+                      "claim_until": now + dt.timedelta(seconds=self.in_flight_seconds)}
+        claimed = connection.execute(CLAIM, parameters).one_or_none()
         if claimed is None:
-            return None
-
+            waiting = connection.execute(WAITING_FOR_SLOT, parameters).first()
+            return ENDPOINT_BUSY if waiting is not None else None
+        if not self._take_slot(claimed.webhook_id):
+            connection.execute(UNCLAIM, {"delivery_id": delivery_id,
+                                         "claimed_total": claimed.attempt_total})
+            return ENDPOINT_BUSY
         return ClaimedDelivery(
             delivery_id=delivery_id,
-            webhook_id=endpoint.id,
-            partner_id=endpoint.partner_id,
-            livemode=endpoint.livemode,
-            failing_since=endpoint.failing_since,
-            last_success_at=endpoint.last_success_at,
+            webhook_id=claimed.webhook_id,
+            partner_id=claimed.partner_id,
+            livemode=claimed.livemode,
+            failing_since=claimed.failing_since,
+            last_success_at=claimed.last_success_at,
             attempt=claimed.attempts,
             attempt_total=claimed.attempt_total,
-            url=endpoint.url,
-            custom_headers=dict(endpoint.headers or {}),
-            secret_tokens=tuple(signing_secret_tokens(endpoint, now)),
-            event_public_id=endpoint.public_id,
+            url=claimed.url,
+            custom_headers=dict(claimed.headers or {}),
+            secret_tokens=tuple(signing_secret_tokens(claimed, now)),
+            event_public_id=claimed.event_public_id,
             event_type=claimed.event_type,
             payload=claimed.event_data,
-            retry_count=endpoint.retry_count,
-            retry_delay=endpoint.retry_delay,
+            retry_count=claimed.retry_count,
+            retry_delay=claimed.retry_delay,
         )
 
     def _attempt(self, claimed: ClaimedDelivery):
         body = jsonutil.dumps(claimed.payload)
-        secrets = [self.vault.decrypt(token) for token in claimed.secret_tokens]
+        secrets = [self.decrypt(token) for token in claimed.secret_tokens]
         headers = {
             name: value for name, value in claimed.custom_headers.items()
             if name.lower() not in RESERVED_HEADERS
@@ -275,38 +391,34 @@ class DeliveryWorker:
         """
         now = utcnow()
         response_body = (result.body or "")[:MAX_STORED_RESPONSE_CHARS]
-        connection.execute(sa.insert(WebhookAttempt).values(
-            delivery_id=claimed.delivery_id, attempt=claimed.attempt_total,
-            started_at=started_at, signed_at=signed_at, duration_ms=result.duration_ms,
-            response_code=result.status_code, response_body=response_body,
-            error=(result.error or None) and result.error[:255],
-        ))
+        connection.execute(INSERT_ATTEMPT, {
+            "delivery_id": claimed.delivery_id, "attempt": claimed.attempt_total,
+            "started_at": started_at, "signed_at": signed_at, "duration_ms": result.duration_ms,
+            "response_code": result.status_code, "response_body": response_body,
+            "error": (result.error or None) and result.error[:255],
+        })
         succeeded = result.status_code is not None and 200 <= result.status_code < 300
         last_error = None if succeeded else (result.error or f"HTTP {result.status_code}")[:255]
-        values = {
-            "response_code": result.status_code,
-            "response_body": response_body,
-            "last_error": last_error,
-            "locked_until": None,
+        outcome = {
+            "delivery_id": claimed.delivery_id, "claimed_total": claimed.attempt_total,
+            "set_code": result.status_code, "set_body": response_body, "set_error": last_error,
         }
         retry_in = None
         exhausted = False
         if succeeded:
-            values.update(status="succeeded", completed_at=now, next_retry_at=None)
+            statement = FINISH
+            outcome.update(set_status="succeeded", set_completed=now)
         elif claimed.attempt > claimed.retry_count:
             exhausted = True
-            values.update(status="failed", completed_at=now, next_retry_at=None)
+            statement = FINISH
+            outcome.update(set_status="failed", set_completed=now)
         else:
             retry_in = self._retry_delay(claimed, result)
-            values.update(status="pending", next_retry_at=now + dt.timedelta(seconds=retry_in))
+            statement = RESCHEDULE
+            outcome.update(set_next=now + dt.timedelta(seconds=retry_in))
 
-        updated = connection.execute(
-            sa.update(WebhookEvent)
-            .where(WebhookEvent.id == claimed.delivery_id,
-                   WebhookEvent.status == "delivering",
-                   WebhookEvent.attempt_total == claimed.attempt_total)
-            .values(**values)
-        )
+        updated = connection.execute(statement, outcome)
+        status = outcome.get("set_status", "pending")
         if updated.rowcount != 1:
             # The sweeper took the claim back after locked_until passed; the
             # attempt row stays as a record of what happened.
@@ -316,9 +428,9 @@ class DeliveryWorker:
         log.info("webhook attempt", extra={
             "delivery_id": claimed.delivery_id, "attempt": claimed.attempt_total,
             "status_code": result.status_code, "error": result.error,
-            "outcome": values["status"],
+            "outcome": status,
         })
-        metrics.count_delivery(values["status"])
+        metrics.count_delivery(status)
 
         if succeeded:
             events = self._note_success(connection, claimed, now)
@@ -417,22 +529,29 @@ class DeliveryWorker:
 
     def _find_due(self, session, grace_seconds: float, batch_size: int) -> list[int]:
         now = utcnow()
-        lost = sa.select(WebhookEvent.id, WebhookEvent.attempts, Webhook.retry_count).join(
-            Webhook, Webhook.id == WebhookEvent.webhook_id
+        lost = sa.select(
+            WebhookEvent.id, WebhookEvent.attempts, WebhookEvent.event_type,
+            WebhookEvent.response_code, Webhook.id.label("webhook_id"), Webhook.retry_count,
+            Webhook.url, Webhook.partner_id, Webhook.livemode,
+            Event.public_id.label("event_public_id"),
+        ).join(Webhook, Webhook.id == WebhookEvent.webhook_id).join(
+            Event, Event.id == WebhookEvent.event_id
         ).where(WebhookEvent.status == "delivering", WebhookEvent.locked_until < now)
         if not is_sqlite(session):
             lost = lost.with_for_update(skip_locked=True, of=WebhookEvent)
-        for delivery_id, attempts, retry_count in session.execute(lost.limit(batch_size)).all():
-            spent = attempts > retry_count
-            session.execute(
+        for row in session.execute(lost.limit(batch_size)).all():
+            spent = row.attempts > row.retry_count
+            released = session.execute(
                 sa.update(WebhookEvent)
-                .where(WebhookEvent.id == delivery_id, WebhookEvent.status == "delivering")
+                .where(WebhookEvent.id == row.id, WebhookEvent.status == "delivering")
                 .values(status="failed" if spent else "pending", locked_until=None,
                         next_retry_at=None if spent else now,
                         completed_at=now if spent else None,
-                        last_error="the worker stopped during the attempt")
+                        last_error=LOST_ATTEMPT_ERROR)
                 .execution_options(synchronize_session=False)
             )
+            if spent and released.rowcount == 1:
+                self._announce_lost_exhaustion(session, row)
 
         cutoff = now - dt.timedelta(seconds=grace_seconds)
         return list(session.scalars(
@@ -445,3 +564,16 @@ class DeliveryWorker:
             .order_by(WebhookEvent.next_retry_at)
             .limit(batch_size)
         ))
+
+    def _announce_lost_exhaustion(self, session, row) -> None:
+        """Publish delivery_exhausted for a delivery whose last attempt's worker stopped."""
+        log.warning("webhook delivery failed: the worker stopped during its last attempt",
+                    extra={"delivery_id": row.id})
+        if row.event_type.startswith(OPERATIONAL_PREFIX):
+            return
+        publish_event(session, event_type=operational.DELIVERY_EXHAUSTED, data={
+            "webhook_id": f"whk_{row.webhook_id}", "url": row.url,
+            "event_id": row.event_public_id, "event_type": row.event_type,
+            "attempts": row.attempts, "last_response_code": row.response_code,
+            "last_error": LOST_ATTEMPT_ERROR,
+        }, livemode=row.livemode, partner_ids=[row.partner_id], request_id=None)
