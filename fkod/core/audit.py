@@ -67,3 +67,18 @@ def record(request, action: str, *, partner_id: int | None, target_type: str | N
     log.info("audited", extra={"action": action, "partner_id": partner_id,
                                "target_id": target_id, "actor_type": actor_type})
     return entry
+
+
+def record_system(session, action: str, *, partner_id: int | None,
+                  target_type: str | None = None, target_id: str | None = None,
+                  details: dict | None = None) -> AuditEntry:
+    """Add an audit entry for ``action`` taken by a scheduled job or worker to ``session``.
+
+    The entry has actor ``system`` and no request id or address.
+    """
+    entry = AuditEntry(partner_id=partner_id, actor_type="system", actor_id=None, action=action,
+                       target_type=target_type, target_id=target_id, details=details or {})
+    session.add(entry)
+    log.info("audited", extra={"action": action, "partner_id": partner_id,
+                               "target_id": target_id, "actor_type": "system"})
+    return entry

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import itertools
+import json
 import threading
 import time
 from decimal import Decimal
@@ -22,6 +23,8 @@ from fkod.core.billing.models import (
     BillingAccount,
     Invoice,
     InvoiceLine,
+    LedgerEntry,
+    LedgerTransaction,
     PartnerRevenue,
     Payment,
     Payout,
@@ -873,4 +876,213 @@ def test_concurrent_requests_create_one_payout(client, app, funded):
     payouts = in_db(app, lambda session: session.scalars(sa.select(Payout)).all())
     assert len(payouts) == 1
     assert balance(app, partner) == Decimal("130.00")
+    check_ledger(app)
+
+
+# Minimum, idempotency and audit of payouts ----------------------------------------------
+
+
+def test_payout_minimum_setting_applies(app_factory):
+    from fkod.core.testing import TestClient
+
+    small_app = app_factory(**{"fkod.billing.payout_minimum": "10.00"})
+    small_client = TestClient(small_app)
+    partner, token = small_client.partner_with_token()
+    headers = auth_header(token)
+    set_bank(small_client, headers)
+    fund(small_app, partner, "9.99")
+    transactions = in_db(small_app, lambda session: session.scalar(
+        sa.select(sa.func.count()).select_from(LedgerTransaction)))
+
+    response = small_client.web.post_json(PAYOUT, {}, headers=headers, status=409)
+
+    body = assert_envelope(response, 409, "payout_below_minimum")
+    assert "$10.00" in body["message"]
+    assert "$9.99" in body["message"]
+    assert payout_rows(small_app, partner) == []
+    assert balance(small_app, partner) == Decimal("9.99")
+    assert in_db(small_app, lambda session: session.scalar(
+        sa.select(sa.func.count()).select_from(LedgerTransaction))) == transactions
+
+    fund(small_app, partner, "0.01")
+    paid = small_client.web.post_json(PAYOUT, {}, headers=headers, status=201).json
+    assert paid["amount"] == "10.00"
+
+
+def test_failed_payout_shows_its_reason(client, app, funded, finance):
+    _partner, headers = funded
+    payout_id = request_payout(client, headers, "150.00")
+    approve_and_send(client, app, finance, payout_id)
+    client.web.post_json(f"{ADMIN_PAYOUTS}/{payout_id}/mark-failed",
+                         {"reason": "IBAN rejected by the receiving bank"}, headers=finance,
+                         status=200)
+
+    payout = client.web.get(f"{PAYOUTS}/{payout_id}", headers=headers).json
+
+    assert payout["status"] == "failed"
+    assert payout["failure_reason"] == "IBAN rejected by the receiving bank"
+    assert payout["failed_at"] is not None
+
+
+def reserve_entries(app, partner: dict) -> list:
+    """Return the partner_payable debits that reserve payouts of ``partner``."""
+    return in_db(app, lambda session: session.scalars(
+        sa.select(LedgerEntry).where(LedgerEntry.partner_id == number(partner),
+                                            LedgerEntry.account == ledger.PARTNER_PAYABLE,
+                                            LedgerEntry.amount > 0)).all())
+
+
+def test_concurrent_retries_with_one_key(client, app, funded):
+    partner, headers = funded
+    keyed = {**headers, "Idempotency-Key": "payout-race"}
+    barrier = threading.Barrier(5)
+
+    def request(_index):
+        barrier.wait()
+        response = client.web.post_json(PAYOUT, {"amount": "100.00"}, headers=keyed,
+                                        expect_errors=True)
+        return response.status_int, response.json
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
+        results = list(pool.map(request, range(5)))
+
+    created = [body for status, body in results if status == 201]
+    in_progress = [body for status, body in results if status == 409]
+    assert len(created) + len(in_progress) == 5
+    assert created
+    assert len({body["id"] for body in created}) == 1
+    assert {body["code"] for body in in_progress} <= {"idempotency_request_in_progress"}
+    assert len(payout_rows(app, partner)) == 1
+    assert [entry.amount for entry in reserve_entries(app, partner)] == [Decimal("100.00")]
+    assert balance(app, partner) == Decimal("150.00")
+
+    replay = client.web.post_json(PAYOUT, {"amount": "100.00"}, headers=keyed, status=201)
+    assert replay.json == created[0]
+    assert len(reserve_entries(app, partner)) == 1
+    check_ledger(app)
+
+
+def test_idempotency_keys_belong_to_one_partner(client, app, funded):
+    partner, headers = funded
+    other, other_token = client.partner_with_token()
+    other_headers = auth_header(other_token)
+    set_bank(client, other_headers)
+    fund(app, other, "300.00")
+
+    mine = client.web.post_json(PAYOUT, {"amount": "100.00"},
+                                headers={**headers, "Idempotency-Key": "shared-key"},
+                                status=201).json
+    theirs = client.web.post_json(PAYOUT, {"amount": "100.00"},
+                                  headers={**other_headers, "Idempotency-Key": "shared-key"},
+                                  status=201)
+
+    assert "Idempotent-Replayed" not in theirs.headers
+    assert theirs.json["id"] != mine["id"]
+    assert [row.amount for row in payout_rows(app, other)] == [Decimal("100.00")]
+    assert balance(app, partner) == Decimal("150.00")
+    assert balance(app, other) == Decimal("200.00")
+
+
+def test_payout_run_is_audited(client, app, funded):
+    from fkod.core.billing.payouts import payout_run
+
+    partner, headers = funded
+    small, small_token = client.partner_with_token()
+    set_bank(client, auth_header(small_token))
+    fund(app, small, "40.00")
+
+    result = payout_run(app.registry)
+
+    assert (result["created"], result["rolled_over"]) == (1, 1)
+    payout, = payout_rows(app, partner)
+    [created] = audit_actions(app, "payout.created")
+    assert (created.actor_type, created.partner_id, created.target_id) == (
+        "system", number(partner), f"po_{payout.id}")
+    assert created.details == {"amount": "250.00", "source": "run"}
+    [sent] = audit_actions(app, "payout.sent")
+    assert (sent.actor_type, sent.target_id) == ("system", f"po_{payout.id}")
+    assert sent.details == {"amount": "250.00", "provider": "ledger", "status": "processing"}
+    [run] = audit_actions(app, "payout_run.started")
+    assert run.partner_id is None
+    assert run.details == {"created": 1, "rolled_over": 1, "skipped_no_method": 0}
+    # The partner's own audit log lists both entries.
+    log = client.web.get("/api/partners/audit-log?action=payout.*", headers=headers).json
+    assert sorted(entry["action"] for entry in log["data"]) == ["payout.created", "payout.sent"]
+
+
+# Rounding of shares ----------------------------------------------------------------------
+
+
+def no_float(text: str):
+    raise AssertionError(f"a binary float {text} in a money response")
+
+
+def sell_installs(app, partner: dict, prices_cents: list[int]) -> None:
+    """Publish one paid integration per price and have one customer install them all."""
+    from fkod.marketplace.models import IntegrationInstall
+
+    def work(session):
+        customer = User(email=f"buyer{next(_references)}@example.com", name="Buyer")
+        session.add(customer)
+        integrations = [Integration(partner_id=number(partner), name=f"Sale {index}",
+                                    status="published", pricing_model="paid",
+                                    price_cents=price)
+                        for index, price in enumerate(prices_cents)]
+        session.add_all(integrations)
+        session.flush()
+        session.add_all([IntegrationInstall(integration_id=integration.id, user_id=customer.id,
+                                            status="active",
+                                            installed_at=dt.datetime(2026, 11, 20))
+                         for integration in integrations])
+
+    in_db(app, work)
+
+
+def revenue_of(client, headers, period: str) -> dict:
+    response = client.web.get(f"{REVENUE}/{period}", headers=headers)
+    return json.loads(response.text, parse_float=no_float)
+
+
+def period_totals(row: dict) -> tuple[str, str, str]:
+    return row["revenue"], row["commission_amount"], row["partner_share"]
+
+
+def test_each_sale_splits_exactly(client, app, owner, finance):
+    from fkod.core.billing.invoicing import close_period
+    from fkod.core.billing.periods import Period
+
+    partner, headers = owner
+    other, other_token = client.partner_with_token()
+    other_headers = auth_header(other_token)
+    client.web.put_json(f"/api/admin/partners/{other['id']}/overrides",
+                        {"commission_rate": "0.3333"}, headers=finance, status=200)
+    sell_installs(app, partner, [645, 1])
+    sell_installs(app, other, [10] * 1000)
+
+    close_period(app.registry, Period(2026, 11), now=dt.datetime(2026, 12, 2, 12))
+
+    # 30 % of 6.45 is 1.935, rounded half up to 1.94, and the partner gets the other 4.51.
+    # 30 % of 0.01 is 0.003, rounded to 0.00, so the partner gets the whole cent.
+    period_revenue = revenue_of(client, headers, "2026-11")
+    assert [(line["gross"], line["commission"], line["partner_share"])
+            for line in period_revenue["lines"]] == [("6.45", "1.94", "4.51"),
+                                                     ("0.01", "0.00", "0.01")]
+    assert period_totals(period_revenue) == ("6.46", "1.94", "4.52")
+    assert period_revenue["commission_rate"] == "30.00"
+
+    # 33.33 % of 0.10 is 0.03333, rounded to 0.03, on each of the 1,000 lines, so the
+    # period's commission is the sum of the lines' 30.00, not 33.33 % of the total.
+    period_revenue = revenue_of(client, other_headers, "2026-11")
+    assert len(period_revenue["lines"]) == 1000
+    assert {(line["gross"], line["commission"], line["partner_share"], line["commission_rate"])
+            for line in period_revenue["lines"]} == {("0.10", "0.03", "0.07", "33.33")}
+    assert period_totals(period_revenue) == ("100.00", "30.00", "70.00")
+    assert period_revenue["commission_rate"] == "33.33"
+
+    for member_headers, share in ((headers, "4.52"), (other_headers, "70.00")):
+        report = json.loads(client.web.get(REVENUE, headers=member_headers).text,
+                            parse_float=no_float)
+        assert report["totals"]["partner_share"] == share
+        assert report["balance"] == share
+        assert report["data"][0]["partner_share"] == share
     check_ledger(app)

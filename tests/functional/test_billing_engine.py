@@ -485,3 +485,32 @@ def test_calls_through_a_linked_oauth_application_earn(app, client):
     # 3,000 calls (2,500 by the application, 500 by the key) at 0.002.
     assert (line.api_calls, line.gross, line.partner_share) == (3_000, Decimal("6.00"),
                                                                 Decimal("4.20"))
+
+
+def test_last_millisecond_call_billed_once(app, client):
+    from fkod.core.metering.models import ApiUsage
+
+    partner_id = new_partner(client, plan="pay_as_you_go")
+    moments = ([dt.datetime(2026, 11, 1, 0, 0)] * 2
+               + [dt.datetime(2026, 11, 30, 23, 59, 59, 999000)] * 3
+               + [dt.datetime(2026, 12, 1, 0, 0)] * 4)
+
+    def calls(session):
+        session.add_all([ApiUsage(partner_id=partner_id, endpoint="/api/v1/users", method="GET",
+                                  status_code=200, response_time=5, request_size=0,
+                                  response_size=10, livemode=True, created_at=moment)
+                         for moment in moments])
+
+    in_transaction(app, calls)
+
+    # Closing a month rolls the raw calls up to hours first.
+    close_period(app.registry, NOVEMBER, now=AFTER_NOVEMBER)
+    close_period(app.registry, Period(2026, 12), now=dt.datetime(2027, 1, 2, 12))
+
+    november, december = rows(app, Invoice, Invoice.partner_id == partner_id)
+    assert (november.period_start, december.period_start) == (dt.date(2026, 11, 1),
+                                                              dt.date(2026, 12, 1))
+    overage = {invoice.period_start.month: line.quantity
+               for invoice in (november, december)
+               for line in rows(app, InvoiceLine, InvoiceLine.invoice_id == invoice.id)}
+    assert overage == {11: 5, 12: 4}

@@ -131,3 +131,45 @@ def test_jobs_needs_a_subcommand(ini):
         cli.main(["jobs", ini])
 
     assert raised.value.code == 2
+
+
+def test_billing_jobs_run_from_the_command(ini, app, client, capsys):
+    from decimal import Decimal
+
+    from fkod.core.billing.models import Invoice, InvoiceLine, Payout
+    from tests.functional.test_billing_engine import (
+        add_usage,
+        balance,
+        credit_partner,
+        new_partner,
+        rows,
+    )
+
+    billed = new_partner(client, plan="starter")
+    add_usage(app, partner_id=billed, hour=dt.datetime(2026, 11, 30, 23), count=300_250)
+    vault = app.registry["webhook_vault"]
+    paid = new_partner(client, payout_method="bank_transfer",
+                       bank_account=vault.encrypt("DE89 3704 0044 0532 0130 00"))
+    credit_partner(app, paid, Decimal("180.00"), "t:cli")
+
+    closed = cli.main(["jobs", "run", ini, "billing.close_period", "--argument", "2026-11",
+                       "--inline"])
+    paid_out = cli.main(["jobs", "run", ini, "billing.payout_run", "--inline"])
+
+    assert (closed, paid_out) == (0, 0)
+    out = capsys.readouterr().out
+    assert "ran billing.close_period (billing.close_period) with '2026-11'" in out
+    invoice, = rows(app, Invoice, Invoice.partner_id == billed)
+    assert (invoice.period_start, invoice.total) == (dt.date(2026, 11, 1), Decimal("99.25"))
+    assert [line.kind for line in rows(app, InvoiceLine, InvoiceLine.invoice_id == invoice.id)] \
+        == ["plan_fee", "overage"]
+    payout, = rows(app, Payout, Payout.partner_id == paid)
+    assert (payout.amount, payout.source, payout.status) == (Decimal("180.00"), "run",
+                                                             "processing")
+    assert balance(app, paid) == Decimal("0.00")
+
+    # A second close finds the month closed, and a second run finds the payout open.
+    assert cli.main(["jobs", "run", ini, "billing.close_period", "--argument", "2026-11",
+                     "--inline"]) == 0
+    assert len(rows(app, Invoice, Invoice.partner_id == billed)) == 1
+    assert len(rows(app, Payout)) == 1

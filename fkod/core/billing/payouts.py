@@ -117,8 +117,14 @@ def payout_run(registry, *, now: dt.datetime | None = None) -> dict:
             if partner.payout_method not in PAYOUT_METHODS:
                 result["skipped_no_method"] += 1
                 continue
-            _create(session, partner, balance, source="run", user_id=None)
+            payout = _create(session, partner, balance, source="run", user_id=None)
+            audit.record_system(session, "payout.created", partner_id=partner.id,
+                                target_type="payout", target_id=f"po_{payout.id}",
+                                details={"amount": f"{balance:.2f}", "source": "run"})
             result["created"] += 1
+        audit.record_system(session, "payout_run.started", partner_id=None,
+                            details={name: result[name]
+                                     for name in ("created", "rolled_over", "skipped_no_method")})
         return list(session.scalars(sa.select(Payout.id).where(Payout.status == "pending")
                                     .order_by(Payout.id)))
 
@@ -182,6 +188,7 @@ def send_payout(registry, payout_id: int, *, approved_by: int | None = None) -> 
                 payout.status = "pending"
                 return payout
             mark_payout_failed(session, payout, reason, utcnow())
+            _audit_sent(session, payout, provider_name)
             return payout
 
         return run_in_transaction(session_factory, after_error)
@@ -193,9 +200,19 @@ def send_payout(registry, payout_id: int, *, approved_by: int | None = None) -> 
             mark_payout_paid(session, payout, utcnow())
         elif result.status == "failed":
             mark_payout_failed(session, payout, result.failure_reason or "refused", utcnow())
+        _audit_sent(session, payout, provider_name)
         return payout
 
     return run_in_transaction(session_factory, store)
+
+
+def _audit_sent(session, payout: Payout, provider_name: str) -> None:
+    details = {"amount": f"{payout.amount:.2f}", "provider": provider_name,
+               "status": payout.status}
+    if payout.failure_reason:
+        details["failure_reason"] = payout.failure_reason[:200]
+    audit.record_system(session, "payout.sent", partner_id=payout.partner_id,
+                        target_type="payout", target_id=f"po_{payout.id}", details=details)
 
 
 def mark_payout_paid(session, payout: Payout, when: dt.datetime) -> bool:

@@ -12,7 +12,7 @@ from decimal import Decimal
 import fkod_stripe
 import pytest
 import stripe
-from fkod_stripe.provider import StripeProvider
+from fkod_stripe.provider import SIGNATURE_INVALID, StripeProvider, check_signature
 from fkod_stripe.testing import FakeStripe
 
 from fkod.core.billing.providers import (
@@ -338,3 +338,26 @@ def test_set_up_payment_method(fake, provider, customer):
     setup = provider.set_up_payment_method(customer, return_url="https://portal.example/b")
     assert setup.setup_id.startswith("seti_")
     assert setup.client_secret.startswith(f"{setup.setup_id}_secret_")
+
+
+@pytest.mark.parametrize(("offset", "accepted"), [
+    (-300, True), (300, True), (-301, False), (301, False)])
+def test_signature_tolerance_both_directions(offset, accepted):
+    now = 1_780_000_000
+    header = signature(BODY, now + offset)
+    if accepted:
+        check_signature(BODY, header, SECRET, now=now)
+    else:
+        with pytest.raises(WebhookSignatureError, match="300 seconds"):
+            check_signature(BODY, header, SECRET, now=now)
+
+
+@pytest.mark.parametrize("header", [
+    None, "", "t=1780000000", "v1=00", "t=1780000000,v1=" + "é" * 64,
+    "t=1780000000,v1=\udcff", "t=١٧٨٠٠٠٠٠٠٠,v1=00", "t=1780000000000,v1=00",
+    "t=1780000000,t=1780000000,v1=00", "t=1780000000,v1=" + "0" * 4096,
+])
+def test_malformed_signature_header_rejected(header):
+    with pytest.raises(WebhookSignatureError) as caught:
+        check_signature(BODY, header, SECRET, now=1_780_000_000)
+    assert str(caught.value) == SIGNATURE_INVALID
