@@ -305,6 +305,26 @@ def test_invalid_application_refused(client, app, owner, fields, field):
     assert count == 0
 
 
+DANGEROUS_URLS = ["javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:alert(1)",
+                  "java\tscript:alert(1)", "data:text/html,<script>alert(1)</script>",
+                  "vbscript:x", "file:///etc/passwd", "//evil.test/x"]
+
+
+@pytest.mark.parametrize("field", ["logo_uri", "client_uri", "policy_uri", "tos_uri",
+                                   "redirect_uris"])
+@pytest.mark.parametrize("url", DANGEROUS_URLS)
+def test_dangerous_url_schemes_refused(client, app, owner, field, url):
+    value = [url] if field == "redirect_uris" else url
+    response = create(client, owner.headers, status=400, **{field: value})
+
+    body = assert_envelope(response, 400)
+    expected = "redirect_uris.0" if field == "redirect_uris" else field
+    assert error_names(body) == [expected], body
+    count = in_db(app, lambda session: session.scalar(
+        sa.select(sa.func.count()).select_from(OAuthClient)))
+    assert count == 0
+
+
 def test_missing_required_fields(client, owner):
     response = client.web.post_json(APPS, {}, headers=owner.headers, status=400)
 
@@ -586,7 +606,7 @@ def test_delete_keeps_earlier_revocation_time(client, app, owner):
 
 @pytest.mark.parametrize("client_type", ["confidential", "public"])
 def test_create_retried_with_idempotency_key(client, client_type):
-    partner, token = client.partner_with_token()
+    _partner, token = client.partner_with_token()
     headers = {**auth_header(token), "Idempotency-Key": f"create-{client_type}"}
     body = {"name": "Retry", "client_type": client_type,
             "redirect_uris": ["https://app.example/callback"], "scopes": ["users:read"]}

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from fkod.core.api import AUTH_API_KEY
 from fkod.core.auth.models import Partner, PartnerUser, User
 from fkod.core.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken, digest
 from fkod.core.auth.tokens import OAUTH_AUDIENCE
@@ -164,6 +165,33 @@ def test_missing_scope_forbidden(client, tenant):
 
     body = assert_envelope(get(client, USERS, auth_header(token)), 403, "missing_scope")
     assert "users:read" in body["message"]
+
+
+def test_every_gateway_operation_needs_a_scope(client):
+    gateway_operations = []
+    for service in client.registry.cornice_services.values():
+        for method, view, _args in service.definitions:
+            op = getattr(view, "operation", None)
+            if op is not None and op.auth == AUTH_API_KEY:
+                gateway_operations.append((method, service.path, op.scope))
+
+    assert len(gateway_operations) > 5
+    assert [entry for entry in gateway_operations if not entry[2]] == []
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", USERS), ("GET", "/api/v1/courses"), ("GET", "/api/v1/mentors"),
+    ("POST", USERS), ("POST", "/api/v1/courses"),
+])
+def test_empty_scope_token_refused(client, tenant, method, path):
+    _row, client_id = tenant.add_application()
+    token, _jti = tenant.mint(client_id, user=tenant.users[0], scope="")
+    headers = {**auth_header(token), "Content-Type": "application/json"}
+
+    response = client.web.request(path, method=method, headers=headers, body=b"{}",
+                                  expect_errors=True)
+
+    assert_envelope(response, 403, "missing_scope")
 
 
 def test_narrowed_application_scope_applies(client, app, tenant):

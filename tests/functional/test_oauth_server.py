@@ -175,7 +175,7 @@ def test_public_client_without_pkce_is_refused_with_state(world):
     assert error["state"] == "xyz-state"
 
 
-@pytest.mark.parametrize("method", ["plain", None])
+@pytest.mark.parametrize("method", ["plain", None, "s256", "S512"])
 def test_pkce_plain_or_missing_method_is_refused(world, method):
     _, challenge = pkce()
     world.log_in(world.authorize_url())
@@ -187,18 +187,55 @@ def test_pkce_plain_or_missing_method_is_refused(world, method):
     assert error["state"] == "xyz-state"
 
 
-def test_wrong_verifier_is_refused(world):
-    code, _ = world.get_code()
-    other, _ = pkce()
+def assert_code_burned(world, code: str, verifier: str | None) -> None:
+    """Check that the right request now fails too, because the failed one used the code up."""
+    body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI}
+    if verifier is not None:
+        body["code_verifier"] = verifier
+    retried = world.token(body, status=400)
+    assert retried["error"] == "invalid_grant"
+    assert "already used" in retried["error_description"]
+
+
+@pytest.mark.parametrize("wrong", ["other", "malformed"])
+def test_wrong_verifier_is_refused(world, wrong):
+    code, verifier = world.get_code()
+    other = pkce()[0] if wrong == "other" else "xyz"
     body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
             "code_verifier": other}
-    assert world.token(body, status=400)["error"] == "invalid_grant"
+    refused = world.token(body, status=400)
+    assert refused["error"] == "invalid_grant"
+    assert "code_verifier" in refused["error_description"]
+    assert_code_burned(world, code, verifier)
 
 
 def test_missing_verifier_is_refused(world):
-    code, _ = world.get_code()
+    code, verifier = world.get_code()
     body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI}
-    assert world.token(body, status=400)["error"] == "invalid_request"
+    refused = world.token(body, status=400)
+    assert refused["error"] == "invalid_grant"
+    assert "code_verifier" in refused["error_description"]
+    assert_code_burned(world, code, verifier)
+
+
+def test_verifier_without_challenge_is_refused(world):
+    query = world.approve(world.authorize_url())
+    code = query["code"]
+    body = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "code_verifier": "xyz"}
+    refused = world.token(body, status=400)
+    assert refused["error"] == "invalid_grant"
+    assert "code_challenge" in refused["error_description"]
+    assert_code_burned(world, code, None)
+
+
+def test_confidential_client_without_pkce_exchanges(world):
+    query = world.approve(world.authorize_url())
+    body = {"grant_type": "authorization_code", "code": query["code"],
+            "redirect_uri": REDIRECT_URI}
+    token = world.token(body)
+    assert verify_access_token(world.app.registry, token["access_token"])["client_id"] \
+        == world.client_id
 
 
 @pytest.mark.parametrize("variant", [
@@ -221,6 +258,49 @@ def test_redirect_uri_must_match_exactly_at_token(world, variant):
     if variant is not None:
         body["redirect_uri"] = variant
     assert world.token(body, status=400)["error"] == "invalid_grant"
+
+
+def test_redirect_uri_bound_to_the_code(world):
+    second_uri = "https://app.example/second"
+    two_id, two_secret = add_client(world.app, world.partner_id,
+                                    redirect_uris=(REDIRECT_URI, second_uri))
+    for sent in (second_uri, None):
+        verifier, challenge = pkce()
+        query = world.approve(world.authorize_url(client_id=two_id, code_challenge=challenge,
+                                                  code_challenge_method="S256"))
+        body = {"grant_type": "authorization_code", "code": query["code"],
+                "code_verifier": verifier}
+        if sent is not None:
+            body["redirect_uri"] = sent
+        refused = world.token(body, client_id=two_id, secret=two_secret, status=400)
+        assert refused["error"] == "invalid_grant"
+        assert "redirect_uri" in refused["error_description"]
+
+
+def test_redirect_uri_omitted_on_both_sides(world):
+    verifier, challenge = pkce()
+    query = world.approve(world.authorize_url(redirect_uri=None, code_challenge=challenge,
+                                              code_challenge_method="S256"))
+    body = {"grant_type": "authorization_code", "code": query["code"], "code_verifier": verifier}
+    token = world.token(body)
+    assert token["token_type"] == "Bearer"
+
+
+def test_redirect_uri_needed_with_several_registered(world):
+    two_id, _ = add_client(world.app, world.partner_id,
+                           redirect_uris=(REDIRECT_URI, "https://app.example/second"))
+    response = world.web.get(world.authorize_url(client_id=two_id, redirect_uri=None),
+                             status=400)
+    assert "Location" not in response.headers
+    assert "redirect_uri" in response.text
+
+
+def test_client_without_redirect_uris_gets_error_page(world):
+    machine_id, _ = add_client(world.app, world.partner_id, redirect_uris=())
+    response = world.web.get(world.authorize_url(client_id=machine_id, redirect_uri=None),
+                             status=400)
+    assert "Location" not in response.headers
+    assert "registered no redirect URI" in response.text
 
 
 def test_unknown_client_is_an_error_page_not_a_redirect(world):
@@ -261,11 +341,51 @@ def test_scope_not_registered_is_redirected_with_state(world):
     assert error["state"] == "xyz-state"
 
 
-def test_unsupported_response_type_is_redirected_with_state(world):
-    response = world.web.get(world.authorize_url(response_type="token"), status=302)
+@pytest.mark.parametrize("response_type", ["token", "token2", "code token"])
+def test_unsupported_response_type_is_redirected_with_state(world, response_type):
+    response = world.web.get(world.authorize_url(response_type=response_type), status=302)
+    assert response.headers["Location"].startswith(REDIRECT_URI + "?")
     error = error_of(response)
     assert error["error"] == "unsupported_response_type"
     assert error["state"] == "xyz-state"
+
+
+def test_deny_without_state_has_no_state(world):
+    query = world.approve(world.authorize_url(state=None), decision="deny")
+    assert query["error"] == "access_denied"
+    assert "state" not in query
+
+
+def test_prompt_none_logged_out_is_login_required(world):
+    response = world.web.get(world.authorize_url(prompt="none"), status=302)
+    assert response.headers["Location"].startswith(REDIRECT_URI + "?")
+    error = error_of(response)
+    assert error["error"] == "login_required"
+    assert error["state"] == "xyz-state"
+    assert "code" not in error
+
+
+def test_prompt_none_without_consent_is_consent_required(world):
+    world.log_in(world.authorize_url())
+    response = world.web.get(world.authorize_url(prompt="none"), status=302)
+    error = error_of(response)
+    assert error["error"] == "consent_required"
+    assert error["state"] == "xyz-state"
+    assert "code" not in error
+
+
+def test_prompt_none_after_consent_issues_code(world):
+    world.get_code(scope="users:read")
+    verifier, challenge = pkce()
+    url = world.authorize_url(prompt="none", scope="users:read", code_challenge=challenge,
+                              code_challenge_method="S256")
+    query = error_of(world.web.get(url, status=302))
+    assert query["state"] == "xyz-state"
+    assert world.exchange(query["code"], verifier)["scope"] == "users:read"
+
+    wider = world.web.get(world.authorize_url(prompt="none", code_challenge=challenge,
+                                              code_challenge_method="S256"), status=302)
+    assert error_of(wider)["error"] == "consent_required"
 
 
 def test_code_reuse_revokes_the_tokens_it_issued(world):
@@ -280,6 +400,9 @@ def test_code_reuse_revokes_the_tokens_it_issued(world):
     assert world.introspect(first["refresh_token"]) == {"active": False}
     with pytest.raises(InvalidToken):
         verify_access_token(world.app.registry, first["access_token"])
+    assert_envelope(world.web.get("/api/v1/users", expect_errors=True, headers={
+        "Authorization": f"Bearer {first['access_token']}"}), 401, "token_revoked")
+    assert refresh(world, first["refresh_token"], status=400)["error"] == "invalid_grant"
 
 
 def test_password_grant_and_implicit_grant_are_not_offered(world):
@@ -333,12 +456,32 @@ def test_refresh_scope_can_narrow_but_not_widen(world):
 
     code, verifier = world.get_code()
     both = world.exchange(code, verifier)
-    narrowed = refresh(world, both["refresh_token"], scope="courses:read")
+    kept = refresh(world, both["refresh_token"])
+    assert kept["scope"] == SCOPE
+    assert verify_access_token(world.app.registry, kept["access_token"])["scope"] == SCOPE
+    narrowed = refresh(world, kept["refresh_token"], scope="courses:read")
     assert narrowed["scope"] == "courses:read"
     claims = verify_access_token(world.app.registry, narrowed["access_token"])
     assert claims["scope"] == "courses:read"
     assert refresh(world, narrowed["refresh_token"], status=400,
                    scope="users:read")["error"] == "invalid_scope"
+
+
+def test_refresh_token_expires_after_30_days(world):
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+
+    def age(session):
+        session.execute(sa.update(OAuthToken)
+                        .where(OAuthToken.refresh_token == digest(token["refresh_token"]))
+                        .values(issued_at=OAuthToken.issued_at - 30 * 24 * 3600 - 1))
+
+    run_in_transaction(world.app.registry["db.session_factory"], age)
+
+    expired = refresh(world, token["refresh_token"], status=400)
+    assert expired["error"] == "invalid_grant"
+    assert "expired" in expired["error_description"]
+    assert world.introspect(token["refresh_token"]) == {"active": False}
 
 
 def test_refresh_token_of_another_client_is_refused(world):
@@ -361,8 +504,10 @@ def test_client_credentials_issues_a_token_for_the_client(world):
     assert claims["sub"] == world.client_id
     assert claims["scope"] == "users:read"
 
-    assert world.token({"grant_type": "client_credentials", "scope": "users:write"},
-                       status=400)["error"] == "invalid_scope"
+    for scope in ("users:write", "billing:write", "users:read billing:write"):
+        refused = world.token({"grant_type": "client_credentials", "scope": scope}, status=400)
+        assert refused["error"] == "invalid_scope"
+        assert "access_token" not in refused
     assert world.token({"grant_type": "client_credentials"})["scope"] == SCOPE
     world.web.post("/oauth/token", {"grant_type": "client_credentials"},
                    headers=basic(world.client_id, "wrong"), status=401)
@@ -418,6 +563,7 @@ def test_metadata_document(world):
     assert document["introspection_endpoint"] == "http://localhost/oauth/introspect"
     assert document["jwks_uri"] == "http://localhost/.well-known/jwks.json"
     assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "none"]
     assert document["response_types_supported"] == ["code"]
     assert set(document["grant_types_supported"]) == {
         "authorization_code", "refresh_token", "client_credentials"}
@@ -441,6 +587,43 @@ def test_consent_page_escapes_client_name(world):
     assert "Read the users in your tenancy." in page.text
     assert 'src="https://app.example/logo.png"' in page.text
     assert page.forms[0]["csrf_token"].value
+
+
+def test_consent_page_shows_verification_and_mode(world):
+    page = world.log_in(world.authorize_url(code_challenge=pkce()[1],
+                                            code_challenge_method="S256"))
+    assert "Unverified partner" in page.text
+    assert "Test mode" in page.text
+
+    verify_partner(world.app, world.partner_id)
+    live_id, _ = add_client(world.app, world.partner_id, livemode=True)
+    page = world.web.get(world.authorize_url(client_id=live_id, code_challenge=pkce()[1],
+                                             code_challenge_method="S256"), status=200)
+    assert "Verified partner" in page.text
+    assert "Unverified partner" not in page.text
+    assert "Test mode" not in page.text
+    assert "Allow" in page.text
+    assert "Deny" in page.text
+
+
+def test_consent_page_shows_application_links(world):
+    def add_links(session):
+        application = session.scalar(sa.select(OAuthClient)
+                                     .where(OAuthClient.client_id == world.client_id))
+        application.set_client_metadata({
+            **application.client_metadata, "client_uri": "https://app.example/",
+            "policy_uri": "https://app.example/privacy", "tos_uri": "javascript:alert(1)"})
+
+    run_in_transaction(world.app.registry["db.session_factory"], add_links)
+    page = world.log_in(world.authorize_url(code_challenge=pkce()[1],
+                                            code_challenge_method="S256"))
+
+    assert 'href="https://app.example/"' in page.text
+    assert "Website" in page.text
+    assert 'href="https://app.example/privacy"' in page.text
+    assert "Privacy policy" in page.text
+    assert "javascript:" not in page.text
+    assert "Terms of service" not in page.text
 
 
 def test_error_page_escapes_what_the_user_sent(world):
@@ -506,6 +689,16 @@ def test_user_token_reads_its_user_through_the_gateway(world):
     assert [user["id"] for user in listed["data"]] == [claims["sub"]]
 
 
+def test_oauth_token_refused_on_partner_api(world):
+    code, verifier = world.get_code()
+    token = world.exchange(code, verifier)
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+
+    for path in ("/api/partners/me", "/api/auth/me", "/api/developers/applications"):
+        response = world.web.get(path, headers=headers, expect_errors=True)
+        assert response.status_int == 401, path
+
+
 def test_revoked_token_refused_at_once_by_this_process(world):
     # The gateway caches tokens for fkod.gateway.key_cache_seconds; a revocation
     # made by this process must not wait for that cache to expire.
@@ -535,6 +728,59 @@ def test_refresh_revocation_refused_at_once_by_this_process(world):
 
     assert_envelope(world.web.get("/api/v1/users", headers=headers, expect_errors=True),
                     401, "token_revoked")
+
+
+FORM = "application/x-www-form-urlencoded"
+MALFORMED_REQUESTS = {
+    "missing_grant_type": ("/oauth/token", "scope=users%3Aread", FORM,
+                           "invalid_request", "grant_type"),
+    "json_body": ("/oauth/token", '{"grant_type": "client_credentials"}', "application/json",
+                  "invalid_request", FORM),
+    "repeated_grant_type": ("/oauth/token",
+                            "grant_type=client_credentials&grant_type=client_credentials", FORM,
+                            "invalid_request", "grant_type"),
+    "repeated_code": ("/oauth/token", "grant_type=authorization_code&code=a&code=b", FORM,
+                      "invalid_request", "code"),
+    "nul_grant_type": ("/oauth/token", "grant_type=%00", FORM, "unsupported_grant_type",
+                       "grant_type"),
+    "password_grant": ("/oauth/token", "grant_type=password&username=a&password=b", FORM,
+                       "unsupported_grant_type", "grant_type"),
+    "nul_scope": ("/oauth/token", "grant_type=client_credentials&scope=users%3Aread%00", FORM,
+                  "invalid_scope", "scope"),
+    "non_ascii_scope": ("/oauth/token", "grant_type=client_credentials&scope=%C3%A9%22",
+                        FORM, "invalid_scope", "scope"),
+    "unknown_refresh_token": ("/oauth/token", "grant_type=refresh_token&refresh_token=%00",
+                              FORM, "invalid_grant", "refresh token"),
+    "revoke_without_token": ("/oauth/revoke", "token_type_hint=access_token", FORM,
+                             "invalid_request", "token"),
+    "revoke_unknown_hint": ("/oauth/revoke", "token=x&token_type_hint=id_token", FORM,
+                            "unsupported_token_type", "token_type_hint"),
+    "introspect_without_token": ("/oauth/introspect", "", FORM, "invalid_request", "token"),
+    "introspect_repeated_token": ("/oauth/introspect", "token=a&token=b", FORM,
+                                  "invalid_request", "token"),
+}
+
+
+@pytest.mark.parametrize(("endpoint", "body", "content_type", "error", "named"),
+                         list(MALFORMED_REQUESTS.values()), ids=list(MALFORMED_REQUESTS))
+def test_malformed_token_requests_are_400(world, endpoint, body, content_type, error, named):
+    response = world.web.post(endpoint, body.encode(), status=400, headers={
+        **basic(world.client_id, world.secret), "Content-Type": content_type})
+
+    assert response.json["error"] == error
+    assert named in response.json["error_description"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_refresh_widening_names_the_granted_scope(world):
+    code, verifier = world.get_code(scope="users:read")
+    token = world.exchange(code, verifier)
+
+    widened = refresh(world, token["refresh_token"], status=400, scope=SCOPE)
+
+    assert widened["error"] == "invalid_scope"
+    assert "users:read" in widened["error_description"]
+    assert refresh(world, token["refresh_token"])["scope"] == "users:read"
 
 
 @pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])

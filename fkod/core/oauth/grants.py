@@ -1,8 +1,8 @@
 """The grants and endpoints the authorization server offers.
 
 * authorization code with PKCE: S256 only, required for public clients;
-  a code lives 5 minutes and works once, and a second exchange revokes
-  every token the first one started;
+  a code lives 5 minutes and works once, a failed PKCE check uses it up,
+  and a second exchange revokes every token the first one started;
 * refresh token with rotation: a refresh returns a new pair; presenting a
   rotated refresh token again revokes the whole family;
 * client credentials for confidential clients (no refresh token);
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import secrets
 import time
 
@@ -23,13 +24,14 @@ from authlib.oauth2.rfc6749 import (
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
+    OAuth2Error,
     UnauthorizedClientError,
     grants,
     scope_to_list,
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
-from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
+from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN, compare_s256_code_challenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from fkod.core.auth.models import User
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 CODE_TTL_SECONDS = 300
 # Longer values are no token this server issued.
 MAX_TOKEN_LENGTH = 4096
+# Characters RFC 6749 section 5.2 allows in error_description.
+DESCRIPTION_SAFE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$")
+# Unregistered scope names longer than this are not repeated in an error description.
+MAX_SHOWN_SCOPE_LENGTH = 64
 
 
 def _active_user(dbsession, user_id: int | None) -> User | None:
@@ -62,13 +68,47 @@ def _active_user(dbsession, user_id: int | None) -> User | None:
 
 
 def _check_scope_allowed(requested: str | None, client) -> None:
-    """Raise ``invalid_scope`` when a requested scope is not registered for the client."""
+    """Raise ``invalid_scope`` when a requested scope is not registered for the client.
+
+    The description names the unregistered scopes only when each is short and
+    made of the characters RFC 6749 allows in ``error_description``. Authlib
+    raises ValueError on any other character, which would turn a client's
+    typo into a server error.
+    """
     allowed = set(scope_to_list(client.scope) or [])
     extra = [name for name in scope_to_list(requested) or [] if name not in allowed]
-    if extra:
+    if not extra:
+        return
+    if all(len(name) <= MAX_SHOWN_SCOPE_LENGTH and DESCRIPTION_SAFE.match(name)
+           for name in extra):
         raise InvalidScopeError(
             "The application is not registered for the scope " + ", ".join(sorted(extra))
             + ".")
+    raise InvalidScopeError(
+        "The scope parameter names a scope the application is not registered for. "
+        "Scopes are space-separated names such as users:read.")
+
+
+class UnsupportedTokenTypeHint(OAuth2Error):
+    """``unsupported_token_type`` with status 400, for an unknown ``token_type_hint``."""
+
+    error = "unsupported_token_type"
+    description = "token_type_hint must be access_token or refresh_token."
+    status_code = 400
+
+
+def _check_token_params(endpoint, request) -> None:
+    """Check the form of a revocation or introspection request (RFC 7009, RFC 7662).
+
+    Authlib's own check returns status 401 for an unknown ``token_type_hint``,
+    which tells the client its credentials failed. RFC 6749 section 5.2 uses
+    400 for every error but ``invalid_client``.
+    """
+    if not request.form.get("token"):
+        raise InvalidRequestError("Missing token: send it in the form field 'token'.")
+    hint = request.form.get("token_type_hint")
+    if hint and hint not in endpoint.SUPPORTED_TOKEN_TYPES:
+        raise UnsupportedTokenTypeHint()
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -98,13 +138,42 @@ class S256CodeChallenge(CodeChallenge):
         super().validate_code_challenge(grant, redirect_uri)
 
     def validate_code_verifier(self, grant, result):
+        """Check the token request's ``code_verifier``, and burn the code when the check fails.
+
+        Every failure is ``invalid_grant``: a verifier for a code issued without
+        a challenge, a missing verifier for a code issued with one, and a
+        verifier that does not hash to the challenge. The code cannot be
+        retried after a failure, so a stolen code gives one guess at most.
+        """
         request = grant.request
         code = request.authorization_code
-        if code.code_challenge and code.code_challenge_method != "S256":
+        try:
+            self._check_verifier(code, request.form.get("code_verifier"),
+                                 public=request.client.is_public)
+        except InvalidGrantError:
+            grant.burn_code(code)
+            raise
+
+    @staticmethod
+    def _check_verifier(code, verifier, *, public: bool) -> None:
+        challenge = code.code_challenge
+        if not challenge:
+            if public:
+                raise InvalidGrantError("The code was issued without PKCE.")
+            if verifier:
+                raise InvalidGrantError(
+                    "The authorization request had no code_challenge, so the token "
+                    "request must not send code_verifier.")
+            return
+        if code.code_challenge_method != "S256":
             raise InvalidGrantError("The code was issued with an unsupported PKCE method.")
-        if request.client.is_public and not code.code_challenge:
-            raise InvalidGrantError("The code was issued without PKCE.")
-        super().validate_code_verifier(grant, result)
+        if not verifier:
+            raise InvalidGrantError(
+                "Missing code_verifier: the authorization request sent a code_challenge.")
+        if not CODE_VERIFIER_PATTERN.match(verifier) \
+                or not compare_s256_code_challenge(verifier, challenge):
+            raise InvalidGrantError(
+                "The code_verifier does not match the code_challenge (S256).")
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -121,6 +190,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return redirect_uri
         if len(client.redirect_uris) == 1:
             return client.redirect_uris[0]
+        if not client.redirect_uris:
+            raise InvalidRequestError(
+                "The application registered no redirect URI, so it cannot use the "
+                "authorization endpoint.")
         raise InvalidRequestError("Missing redirect_uri: the application registered several.")
 
     def validate_requested_scope(self):
@@ -171,9 +244,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         raise InvalidGrantError(
             "The code was already used; the tokens issued from it are now revoked.")
 
-    def create_token_response(self):
-        row = self.request.authorization_code
-        # The conditional update lets exactly one of two concurrent exchanges through.
+    def burn_code(self, row) -> bool:
+        """Mark the code used; return False when another request marked it first.
+
+        The conditional update lets exactly one of two concurrent requests through.
+        """
         claimed = self.server.dbsession.execute(
             sa.update(OAuthAuthorizationCode)
             .where(OAuthAuthorizationCode.id == row.id,
@@ -181,7 +256,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             .values(used_at=utcnow())
             .execution_options(synchronize_session=False)
         ).rowcount
-        if claimed != 1:
+        return claimed == 1
+
+    def create_token_response(self):
+        row = self.request.authorization_code
+        if not self.burn_code(row):
             self._reject_reuse(row)
         self.server.family_id = row.family_id
         return super().create_token_response()
@@ -199,18 +278,30 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token):
+        unusable = InvalidGrantError(
+            "The refresh token is unknown, expired or revoked, or was issued to another "
+            "application.")
         if len(refresh_token) > MAX_TOKEN_LENGTH:
-            return None
+            raise unusable
         dbsession = self.server.dbsession
         row = dbsession.scalar(sa.select(OAuthToken)
                                .where(OAuthToken.refresh_token == digest(refresh_token)))
         if row is None or row.client_id != self.request.client.client_id:
-            return None
+            raise unusable
         if row.rotated_at is not None:
             self._reject_reuse(row)
         if not token_row_is_active(dbsession, row, kind="refresh"):
-            return None
+            raise unusable
         return row
+
+    def _validate_token_scope(self, token):
+        # Authlib's check, with a description: the scope may only keep or narrow.
+        try:
+            super()._validate_token_scope(token)
+        except InvalidScopeError:
+            raise InvalidScopeError(
+                "A refresh may keep or narrow the scope the user granted, never widen it; "
+                f"the granted scope is: {token.scope}.") from None
 
     def _reject_reuse(self, row):
         revoke_family(self.server.dbsession, row.family_id, "refresh token reused")
@@ -308,6 +399,9 @@ def _find_refresh(server, value: str) -> FoundToken | None:
 class TokenRevocationEndpoint(RevocationEndpoint):
     CLIENT_AUTH_METHODS = list(TOKEN_AUTH_METHODS)
 
+    def check_params(self, request, client):
+        _check_token_params(self, request)
+
     def query_token(self, token_string, token_type_hint):
         return find_token(self.server, token_string, token_type_hint)
 
@@ -324,6 +418,9 @@ class TokenRevocationEndpoint(RevocationEndpoint):
 
 class TokenIntrospectionEndpoint(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def check_params(self, request, client):
+        _check_token_params(self, request)
 
     def query_token(self, token_string, token_type_hint):
         return find_token(self.server, token_string, token_type_hint)

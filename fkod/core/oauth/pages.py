@@ -78,6 +78,9 @@ _CONSENT = """{% extends "layout" %}
 {% else %}<span class="badge unverified">Unverified partner</span>{% endif %}
 {% if not livemode %}<span class="badge test-mode">Test mode</span>{% endif %}
 </div>
+{% if links %}<div class="muted">{% for link in links %}<a href="{{ link.url }}" target="_blank"
+ rel="noopener noreferrer">{{ link.label }}</a>{% if not loop.last %} · {% endif %}{% endfor %}
+</div>{% endif %}
 </div>
 </div>
 <p>{{ client_name }} asks for access to your F-KOD account <strong>{{ email }}</strong>:</p>

@@ -26,6 +26,7 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Payload,
     OAuth2Request,
     UnauthorizedClientError,
+    UnsupportedGrantTypeError,
 )
 from pyramid.response import Response
 
@@ -154,6 +155,16 @@ class OAuthServer(AuthorizationServer):
         if client_id not in self._clients:
             self._clients[client_id] = find_usable_client(self.dbsession, client_id)
         return self._clients[client_id]
+
+    def get_token_grant(self, request):
+        """Find the grant for ``grant_type``, and describe the error for an unknown one."""
+        try:
+            return super().get_token_grant(request)
+        except UnsupportedGrantTypeError as error:
+            # The description leaves the value out: Authlib refuses some characters in it.
+            error.description = ("The grant_type is not supported; send authorization_code, "
+                                 "refresh_token or client_credentials.")
+            raise
 
     def validate_requested_scope(self, scope):
         # Each grant checks the scope against the client's own registered scopes.

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import OAuth2Error, scope_to_list
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.response import Response
 
@@ -38,6 +39,14 @@ log = logging.getLogger(__name__)
 
 TOTP_CODE = re.compile(r"^[0-9]{6}$")
 INTROSPECTION_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+# Parameters of the token, revocation and introspection endpoints.
+TOKEN_ENDPOINT_PARAMETERS = ("grant_type", "code", "redirect_uri", "code_verifier",
+                             "refresh_token", "scope", "client_id", "client_secret", "token",
+                             "token_type_hint")
+# The token endpoint methods applications are registered with: Basic for
+# confidential applications and none (PKCE only) for public ones.
+REGISTERED_TOKEN_AUTH_METHODS = ("client_secret_basic", "none")
 
 
 def _rate_limited(request) -> int | None:
@@ -113,6 +122,8 @@ def authorize(request):
                            status=403)
     action = request.POST.get("action") if request.method == "POST" else None
 
+    if request.method == "GET" and oauth_request.payload.data.get("prompt") == "none":
+        return _authorize_without_pages(request, server, oauth_request, grant, user)
     if user is None:
         if action == "login":
             return _log_in(request, browser, grant)
@@ -121,6 +132,28 @@ def authorize(request):
         return _decide(request, server, oauth_request, grant, user, approve=action == "approve")
     # A login posted from a page opened before another login, or a plain GET.
     return _consent_page(request, browser, grant, user)
+
+
+def _authorize_without_pages(request, server, oauth_request, grant, user) -> Response:
+    """Handle ``prompt=none``: issue a code only if no login and no consent is needed.
+
+    A logged-out user gets ``login_required`` and a user who has not yet
+    granted every requested scope gets ``consent_required``. Both are
+    redirected to the client with its state. The error names are OpenID
+    Connect's, as Authlib's ``authlib.oidc.core.errors`` declares them.
+    """
+    if user is None:
+        error = LoginRequiredError(redirect_uri=grant.redirect_uri)
+        return _authorization_error(server, oauth_request, error)
+    consent = request.dbsession.scalar(
+        sa.select(OAuthConsent).where(OAuthConsent.user_id == user.id,
+                                      OAuthConsent.oauth_client_id == grant.client.id,
+                                      OAuthConsent.revoked_at.is_(None)))
+    requested = set(scope_to_list(grant.request.scope) or [])
+    if consent is None or not requested <= set(consent.scopes or []):
+        error = ConsentRequiredError(redirect_uri=grant.redirect_uri)
+        return _authorization_error(server, oauth_request, error)
+    return server.create_authorization_response(oauth_request, grant_user=user, grant=grant)
 
 
 def _authorization_error(server, oauth_request, error: OAuth2Error) -> Response:
@@ -190,13 +223,29 @@ def _consent_page(request, browser, grant, user) -> Response:
         "consent", action=request.url, csrf_token=browser.csrf_token,
         client_name=_client_name(client), company_name=partner.company_name,
         verified=partner.verification_status == "verified", livemode=bool(client.livemode),
-        logo_uri=_safe_logo(client.logo_uri), scopes=scopes, email=user.email)
+        logo_uri=_safe_http_url(client.logo_uri), links=_consent_links(client), scopes=scopes,
+        email=user.email)
     browser.save(response)
     return response
 
 
-def _safe_logo(uri) -> str | None:
-    """Return the logo URL when it is an http(s) URL, else None."""
+# The application's links on the consent page, in the order shown, with their labels.
+CONSENT_LINKS = (("client_uri", "Website"), ("policy_uri", "Privacy policy"),
+                 ("tos_uri", "Terms of service"))
+
+
+def _consent_links(client) -> list[dict]:
+    metadata = client.client_metadata
+    links = []
+    for field, label in CONSENT_LINKS:
+        url = _safe_http_url(metadata.get(field))
+        if url is not None:
+            links.append({"label": label, "url": url})
+    return links
+
+
+def _safe_http_url(uri) -> str | None:
+    """Return the URL when it is an absolute http(s) URL, else None."""
     if not isinstance(uri, str):
         return None
     try:
@@ -272,12 +321,27 @@ def _token_endpoint(request, run) -> Response:
     oauth_request, failure = _oauth_request(request, use_query=False)
     if failure is not None:
         return failure
+    if request.content_length and request.content_type != FORM_CONTENT_TYPE:
+        return _add_cors(request, server, _json_error(
+            400, "invalid_request", f"The body must be {FORM_CONTENT_TYPE}."))
+    repeated = [name for name in TOKEN_ENDPOINT_PARAMETERS if len(request.POST.getall(name)) > 1]
+    if repeated:
+        # RFC 6749 section 3.2: request parameters must not be included more than once.
+        return _add_cors(request, server, _json_error(
+            400, "invalid_request",
+            f"The parameter {repeated[0]} is sent more than once; send each parameter once."))
     return _add_cors(request, server, run(server, oauth_request))
 
 
 def token(request):
-    return _token_endpoint(request, lambda server, oauth_request:
-                           server.create_token_response(oauth_request))
+    def run(server, oauth_request):
+        if not request.POST.get("grant_type"):
+            return _json_error(400, "invalid_request",
+                               "Missing grant_type: send authorization_code, refresh_token "
+                               "or client_credentials.")
+        return server.create_token_response(oauth_request)
+
+    return _token_endpoint(request, run)
 
 
 def revoke(request):
@@ -305,7 +369,8 @@ def metadata(request):
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(GRANT_TYPES),
-        "token_endpoint_auth_methods_supported": list(TOKEN_AUTH_METHODS),
+        # Each application has one token endpoint method (see fkod.developers.applications).
+        "token_endpoint_auth_methods_supported": list(REGISTERED_TOKEN_AUTH_METHODS),
         "revocation_endpoint_auth_methods_supported": list(TOKEN_AUTH_METHODS),
         "introspection_endpoint_auth_methods_supported": list(INTROSPECTION_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
