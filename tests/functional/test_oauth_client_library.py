@@ -10,18 +10,13 @@ gateway. Every request crosses a real socket on 127.0.0.1.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import re
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from socketserver import ThreadingMixIn
 from urllib.parse import parse_qs, urlsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
@@ -30,6 +25,7 @@ from joserfc.jwk import ECKey
 
 from fkod.core.auth.tokens import OAUTH_AUDIENCE
 from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
+from tests.live import serve
 
 # Loopback redirect URIs on the discard port: the tests never follow a redirect,
 # and a mistaken follow reaches no other host.
@@ -39,37 +35,6 @@ ORIGIN = "https://learn.app.example"
 USERS = "/api/v1/users"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 TIMEOUT = 10
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    """A WSGI server that handles each connection in its own thread."""
-
-    daemon_threads = True
-
-
-@contextlib.contextmanager
-def serve(app) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 and a free port; yield its base URL.
-
-    NOTE: tests.live.serve (waitress) is not used here because closing it
-    while a worker thread still finishes a response raises EBADF in the
-    server thread, which pytest reports as an error of the next test.
-    """
-    server = make_server("127.0.0.1", 0, app, server_class=ThreadingServer,
-                         handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
