@@ -191,12 +191,14 @@ def render(request, op: Operation, result) -> Response:
         # A 204 has no body, so it describes none.
         response.content_type = None
         return response
-    if op.paginated:
+    if isinstance(result, Dumped):
+        payload = result
+    elif op.paginated:
         schema = op.response(many=True) if op.response else None
         data = schema.dump(result.items) if schema else list(result.items)
         payload = {"data": data, "has_more": result.next_cursor is not None,
                    "next_cursor": result.next_cursor}
-    elif op.response is not None and not isinstance(result, Dumped):
+    elif op.response is not None:
         payload = op.response().dump(result)
     else:
         payload = result

@@ -258,6 +258,8 @@ _MAX_ROW_ID = 2**31 - 1
 DELIVERY_STATUSES = ("pending", "delivering", "succeeded", "failed")
 PARTNER_SETTABLE_STATUSES = ("active", "paused")
 MAX_OVERLAP_SECONDS = 7 * 86400
+# Shown in place of each custom header value to members who may not see it.
+HEADER_VALUE_MASK = "****"
 
 
 def parse_webhook_id(value) -> int | None:
@@ -425,7 +427,10 @@ class WebhookSchema(ResponseSchema):
     mode = fields.Method("_mode")
     status = fields.String(metadata={"description": "active, paused or disabled"})
     description = fields.String()
-    headers = fields.Dict()
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+        "description": "custom headers sent with every delivery; their values often carry the "
+                       "receiver's credentials, so members whose role may not reveal the "
+                       f"signing secret see each value as {HEADER_VALUE_MASK}"})
     retry_count = fields.Integer()
     retry_delay = fields.Integer()
     disabled_reason = fields.String(metadata={
@@ -437,8 +442,23 @@ class WebhookSchema(ResponseSchema):
     created_at = Timestamp()
     updated_at = Timestamp()
 
+    # Subclasses for members allowed to see the values set this to True.
+    shows_header_values = False
+
     def _mode(self, webhook):
         return "live" if webhook.livemode else "test"
+
+    @marshmallow.post_dump
+    def _mask_header_values(self, data, **kwargs):
+        if not self.shows_header_values and data.get("headers"):
+            data["headers"] = {name: HEADER_VALUE_MASK for name in data["headers"]}
+        return data
+
+
+class WebhookWithHeaderValuesSchema(WebhookSchema):
+    """An endpoint with its custom header values, for members who may reveal its secret."""
+
+    shows_header_values = True
 
 
 class CreatedWebhookSchema(WebhookSchema):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from cornice import Service
 
-from fkod.core.api import AUTH_MEMBER, Dumped, PageQuery, operation, paginate
+from fkod.core.api import AUTH_MEMBER, Dumped, Page, PageQuery, operation, paginate
+from fkod.core.auth.roles import role_permits
 from fkod.core.errors import ValidationFailed, field_error
 from fkod.core.webhooks.models import Webhook, WebhookEvent
 from fkod.core.webhooks.stats import endpoint_health
@@ -70,6 +71,22 @@ def _event_id(request) -> str:
     return value
 
 
+def _webhook_schema(request, **kwargs) -> schemas.WebhookSchema:
+    """Return the schema that shows custom header values only to roles that may reveal secrets.
+
+    Header values often carry the receiver's own credentials, so a member who
+    may not reveal the signing secret gets only the header names.
+    """
+    if role_permits(request.principal.role, "webhooks:reveal_secret"):
+        return schemas.WebhookWithHeaderValuesSchema(**kwargs)
+    return schemas.WebhookSchema(**kwargs)
+
+
+def _dump_page(request, page: Page) -> Dumped:
+    return Dumped({"data": _webhook_schema(request, many=True).dump(page.items),
+                   "has_more": page.next_cursor is not None, "next_cursor": page.next_cursor})
+
+
 # Endpoints --------------------------------------------------------------------
 
 
@@ -82,7 +99,7 @@ def _event_id(request) -> str:
 def create_webhook(request):
     webhook, signing_secret = webhooks.create_webhook(request, request.partner,
                                                       dict(request.validated))
-    result = Dumped(schemas.WebhookSchema().dump(webhook))
+    result = Dumped(_webhook_schema(request).dump(webhook))
     result["secret"] = signing_secret
     return result
 
@@ -91,15 +108,17 @@ def create_webhook(request):
            auth=AUTH_MEMBER, permission="webhooks:read", query=PageQuery,
            response=schemas.WebhookSchema, paginated=True)
 def list_webhooks(request):
-    return paginate(webhooks.webhooks_query(request.partner), Webhook.id, request.query,
+    page = paginate(webhooks.webhooks_query(request.partner), Webhook.id, request.query,
                     request.dbsession)
+    return _dump_page(request, page)
 
 
 @operation(item, "GET", summary="Get one of the partner's webhook endpoints", auth=AUTH_MEMBER,
            permission="webhooks:read", response=schemas.WebhookSchema,
            errors=BAD_PATH_ID + NOT_FOUND)
 def get_webhook(request):
-    return webhooks.get_webhook(request, _webhook_id(request))
+    webhook = webhooks.get_webhook(request, _webhook_id(request))
+    return Dumped(_webhook_schema(request).dump(webhook))
 
 
 @operation(item, "PUT", summary="Change an endpoint's URL, event types, headers, description, "
@@ -108,7 +127,8 @@ def get_webhook(request):
            response=schemas.WebhookSchema,
            errors=(*NOT_FOUND, (400, "invalid_webhook_url"), (400, "invalid_event_type")))
 def update_webhook(request):
-    return webhooks.update_webhook(request, _webhook_id(request), dict(request.validated))
+    webhook = webhooks.update_webhook(request, _webhook_id(request), dict(request.validated))
+    return Dumped(_webhook_schema(request).dump(webhook))
 
 
 @operation(item, "DELETE", summary="Delete an endpoint; nothing more is sent to it",

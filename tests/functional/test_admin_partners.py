@@ -299,6 +299,20 @@ def test_webhooks_listed_without_secrets(client, headers):
     assert paused.json["data"] == []
 
 
+def test_webhook_header_values_masked(client, headers):
+    partner, token = client.partner_with_token()
+    client.web.post_json("/api/partners/webhooks", {
+        "url": "http://127.0.0.1:9/hooks", "event_types": ["partner.verified"],
+        "headers": {"Authorization": "Bearer receiver-credential-7f3a"}},
+        headers=auth_header(token), status=201)
+
+    response = client.web.get(f"{PARTNERS}/{partner['id']}/webhooks", headers=headers)
+
+    [item] = response.json["data"]
+    assert item["headers"] == {"Authorization": "****"}
+    assert "receiver-credential-7f3a" not in response.text
+
+
 def test_tickets_listed_per_partner(client, app, headers):
     partner = register(client, "Ticket Co")
     other = register(client, "Other Co")

@@ -28,6 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
+from svix.webhooks import Webhook as SvixWebhook
+from svix.webhooks import WebhookVerificationError as SvixVerificationError
 
 from fkod.core.auth.models import Partner
 from fkod.core.db import run_in_transaction, utcnow
@@ -277,6 +279,17 @@ def test_standard_signature_verifies(delivered):
     assert parsed == json.loads(request.body)
 
 
+def test_svix_library_verifies(delivered):
+    request = delivered.request
+
+    receiver = SvixWebhook(delivered.secret)
+
+    # svix 2.9 returns None from verify and raises on any mismatch.
+    receiver.verify(request.body, request.header_dict())
+    with pytest.raises(SvixVerificationError):
+        receiver.verify(request.body.replace(b'"id"', b'"Id"', 1), request.header_dict())
+
+
 def test_fkod_signature_verifies(delivered):
     request = delivered.request
     timestamp, signatures = fkod_signature_parts(request.header("X-FKOD-Signature"))
@@ -331,6 +344,32 @@ def test_unicode_name_sent_as_utf8(client, make_receiver):
     assert json.dumps(UNICODE_NAME, ensure_ascii=False).encode() in request.body
     assert b"\\u" not in request.body
     assert signatures == [fkod_hmac(webhook["secret"], timestamp, request.body)]
+
+
+def test_non_ascii_payload_signed_over_bytes(app, make_receiver):
+    client = TestClient(app)
+    receiver = make_receiver(200)
+    member = register(client)
+    webhook = subscribe(client, member, receiver.url)
+    data = {"id": "user_0", "integration": {"name": UNICODE_NAME, "tags": ["é", {"x": 0.1}]},
+            "ratio": 0.1}
+    publish_without_enqueue(app, member.partner_id, data=data)
+    app.registry["webhook_worker"].sweep(grace_seconds=0)
+
+    request = receiver.wait_for(1, timeout=WAIT_SECONDS)[0]
+    timestamp, fkod_signatures = fkod_signature_parts(request.header("X-FKOD-Signature"))
+    signed_content = f"{request.header('webhook-id')}.{timestamp}.".encode() + request.body
+    standard_digest = hmac.new(standard_key(webhook["secret"]), signed_content,
+                               hashlib.sha256).digest()
+    reserialized = json.dumps(json.loads(request.body)).encode()
+
+    assert json.dumps(UNICODE_NAME, ensure_ascii=False).encode() in request.body
+    assert b"\\u" not in request.body
+    assert fkod_signatures == [fkod_hmac(webhook["secret"], timestamp, request.body)]
+    assert request.header("webhook-signature") == (
+        "v1," + base64.b64encode(standard_digest).decode())
+    assert json.loads(request.body)["data"] == data
+    assert fkod_hmac(webhook["secret"], timestamp, reserialized) not in fkod_signatures
 
 
 ORDINARY_FLOATS = {"tenth": 0.1, "half": 2.5, "tiny": 1e-7, "negative": -3.75,
@@ -407,6 +446,55 @@ def test_failing_receiver_gets_each_attempt(client, make_receiver, retry_count):
     assert row.completed_at is not None
     assert [item.attempt for item in attempts] == list(range(1, 2 + retry_count))
     assert {item.response_code for item in attempts} == {500}
+
+
+def test_every_attempt_same_id_and_body(client, make_receiver):
+    receiver = make_receiver(500)
+    member = register(client)
+    webhook = subscribe(client, member, receiver.url, retry_count=2)
+    create_user(client, api_key(client, member))
+
+    requests = receiver.wait_for(3, timeout=WAIT_SECONDS)
+    verifier = StandardWebhook(webhook["secret"])
+
+    assert len({request.body for request in requests}) == 1
+    assert len({request.header("webhook-id") for request in requests}) == 1
+    assert json.loads(requests[0].body)["id"] == requests[0].header("webhook-id")
+    for request in requests:
+        timestamp, signatures = fkod_signature_parts(request.header("X-FKOD-Signature"))
+        assert timestamp == request.header("webhook-timestamp")
+        assert signatures == [fkod_hmac(webhook["secret"], timestamp, request.body)]
+        assert verifier.verify(request.body, request.header_dict())
+
+
+@pytest.mark.parametrize("attempt_total", [47, 1024, 5000])
+def test_backoff_capped_at_high_attempts(app_factory, make_receiver, attempt_total):
+    app = app_factory(**{"fkod.webhooks.max_backoff_seconds": "300"})
+    client = TestClient(app)
+    receiver = make_receiver(500)
+    member = register(client)
+    webhook = subscribe(client, member, receiver.url, retry_count=10, retry_delay=1)
+    event_id, [delivery_id] = publish_without_enqueue(app, member.partner_id)
+    # Nine failed attempts in this run, and many more in earlier runs (replays).
+    update_rows(app, sa.update(WebhookEvent).where(WebhookEvent.id == delivery_id)
+                .values(attempts=9, attempt_total=attempt_total))
+
+    # The tenth attempt's uncapped delay is 1 s * 2**9 less at most a fifth, over 400 s.
+    app.registry["webhook_worker"].deliver(delivery_id)
+
+    row = delivery(app, delivery_id)
+    waited = (row.next_retry_at - row.last_attempt_at).total_seconds()
+    assert row.status == "pending"
+    assert row.attempts == 10
+    assert row.attempt_total == attempt_total + 1
+    assert 300 <= waited <= 300 + 5
+    path = f"/api/partners/webhooks/{webhook['id']}/events"
+    headers = auth_header(member.token)
+    detail = client.web.get(f"{path}/{event_id}", headers=headers).json
+    listed = client.web.get(path, headers=headers).json
+    assert detail["attempt_total"] == attempt_total + 1
+    assert detail["status"] == "pending"
+    assert [item["attempt_total"] for item in listed["data"]] == [attempt_total + 1]
 
 
 def test_retry_waits_for_delay(client, make_receiver):
@@ -850,3 +938,22 @@ def test_private_address_not_contacted(client, make_receiver, outbound_connectio
     assert attempts[0].response_code is None
     assert non_loopback == []
     assert len(receiver) == 0
+
+
+def test_redirect_to_private_address_not_followed(client, make_receiver, outbound_connections):
+    location = "http://169.254.169.254/latest/meta-data/"
+    receiver = make_receiver(Reply(302, body=b"", headers=(("Location", location),)))
+    member = register(client)
+    webhook = subscribe(client, member, receiver.url)
+    create_user(client, api_key(client, member))
+
+    row = wait_for_delivery(client.app, row_id(webhook["id"]))
+    time.sleep(QUIET_SECONDS)
+    non_loopback = [address for address in outbound_connections
+                    if not ipaddress.ip_address(address[0].split("%")[0]).is_loopback]
+
+    assert row.status == "failed"
+    assert row.response_code == 302
+    assert row.last_error == "redirect not followed: 302"
+    assert len(receiver) == 1
+    assert non_loopback == []

@@ -81,7 +81,10 @@ NOT_LOOPBACK_URLS = [
 ]
 
 MALFORMED_URLS = ["javascript:alert(1)", "ftp://x/", "//127.0.0.1/", "127.0.0.1/hooks",
-                  "http://", "http://127.0.0.1\\@10.0.0.1/", "http://127.0.0.1/a\nb"]
+                  "http://", "http://127.0.0.1\\@10.0.0.1/", "http://127.0.0.1/a\nb",
+                  "JaVaScRiPt:alert(1)", " javascript:alert(1)", "java\tscript:alert(1)",
+                  "data:text/html,<script>alert(1)</script>", "vbscript:x", "file:///etc/passwd",
+                  "//evil.test/x"]
 
 
 
@@ -297,6 +300,67 @@ def test_loopback_url_allowed_in_tests(client, owner, url, stored):
     body = create(client, owner, url=url).json
 
     assert body["url"] == stored
+
+
+@pytest.fixture
+def production_app(app_factory):
+    """Build an application with production.ini's webhook URL rules."""
+    return app_factory(**{"fkod.webhooks.allow_loopback": "false",
+                          "fkod.webhooks.require_https": "true"})
+
+
+# A public address and a name under .example, neither of which is contacted or
+# resolved: the https rule is checked before any lookup.
+@pytest.mark.parametrize("url", ["http://hooks.example.com/x", "http://93.184.215.14/x"])
+def test_http_url_rejected_in_production(production_app, url):
+    client = TestClient(production_app)
+
+    response = create(client, owner_headers(client), status=400, url=url)
+
+    body = assert_envelope(response, 400, "invalid_webhook_url")
+    assert [(error["name"], error["description"]) for error in body["errors"]] == [
+        ("url", "The URL must use https://.")]
+    assert count_webhooks(production_app) == 0
+
+
+def test_https_url_accepted_in_production(production_app):
+    client = TestClient(production_app)
+
+    body = create(client, owner_headers(client), url="https://93.184.215.14/hooks").json
+
+    assert body["url"] == "https://93.184.215.14/hooks"
+
+
+def test_loopback_http_allowed_for_production_demo(app_factory):
+    built = app_factory(**{"fkod.webhooks.allow_loopback": "true",
+                           "fkod.webhooks.require_https": "true"})
+    client = TestClient(built)
+
+    body = create(client, owner_headers(client), url="http://127.0.0.1:9/hooks").json
+
+    assert body["url"] == "http://127.0.0.1:9/hooks"
+
+
+# Request bodies -----------------------------------------------------------------
+
+
+def test_empty_body_rejected(client, app, owner):
+    response = client.web.post(WEBHOOKS_PATH, b"", headers=owner,
+                               content_type="application/json", status=400)
+
+    assert_envelope(response, 400)
+    assert count_webhooks(app) == 0
+
+
+def test_twenty_megabyte_body_rejected(client, app, owner):
+    body = b'{"url": "http://127.0.0.1:9/' + b"a" * (20 * 1024 * 1024) + b'"}'
+
+    response = client.web.post(WEBHOOKS_PATH, body, headers=owner,
+                               content_type="application/json", status=413)
+
+    assert_envelope(response, 413, "payload_too_large")
+    assert count_webhooks(app) == 0
+    assert client.web.get("/health").status_int == 200
 
 
 # Custom headers and retries -----------------------------------------------------

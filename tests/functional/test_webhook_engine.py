@@ -33,6 +33,8 @@ from tests.functional.test_webhook_delivery import (
     deliveries_of,
     fkod_hmac,
     fkod_signature_parts,
+    mark_claim_lost,
+    publish_without_enqueue,
     register,
     row_id,
     subscribe,
@@ -243,6 +245,27 @@ def test_success_without_failures_announces_nothing(client, make_receiver):
 
     assert len(alerts) == 0
     assert webhook_row(client.app, row_id(webhook["id"])).last_success_at is not None
+
+
+def test_lost_final_claim_announces_exhaustion(app, make_receiver):
+    client = TestClient(app)
+    receiver = make_receiver(200)
+    alerts = make_receiver(200)
+    member = register(client)
+    webhook = subscribe(client, member, receiver.url, retry_count=0)
+    subscribe(client, member, alerts.url, event_types=ALERT_TYPES)
+    event_id, (delivery_id,) = publish_without_enqueue(app, member.partner_id)
+    mark_claim_lost(app, delivery_id, attempts=1)
+
+    # The first sweep fails the delivery; the second enqueues any alert it wrote.
+    app.registry["webhook_worker"].sweep(grace_seconds=0)
+    app.registry["webhook_worker"].sweep(grace_seconds=0)
+    event = wait_until(lambda: (events_at(alerts, operational.DELIVERY_EXHAUSTED) or [None])[0],
+                       timeout=10, description="a webhook.delivery_exhausted event")
+
+    assert event["data"]["webhook_id"] == webhook["id"]
+    assert event["data"]["event_id"] == event_id
+    assert len(receiver) == 0
 
 
 # Retry-After --------------------------------------------------------------------------

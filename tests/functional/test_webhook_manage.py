@@ -262,6 +262,41 @@ def test_read_only_member_can_read(client, app, owner):
     client.web.get(f"{WEBHOOKS}/events", headers=owner.headers, status=200)
 
 
+RECEIVER_CREDENTIAL = "Bearer receiver-credential-7f3a"
+
+
+@pytest.mark.parametrize("role", ["billing", "read_only"])
+def test_header_values_hidden_from_role(client, app, owner, role):
+    created = create_webhook(client, owner, headers={"Authorization": RECEIVER_CREDENTIAL,
+                                                     "X-Tenant": "acme"})
+    set_role(app, owner, role)
+
+    item = client.web.get(webhook_path(created), headers=owner.headers)
+    listed = client.web.get(WEBHOOKS, headers=owner.headers)
+
+    assert item.json["headers"] == {"Authorization": "****", "X-Tenant": "****"}
+    assert listed.json["data"][0]["headers"] == {"Authorization": "****", "X-Tenant": "****"}
+    assert RECEIVER_CREDENTIAL.encode() not in item.body
+    assert RECEIVER_CREDENTIAL.encode() not in listed.body
+    assert stored(app, created).headers["Authorization"] == RECEIVER_CREDENTIAL
+
+
+@pytest.mark.parametrize("role", ["owner", "admin", "developer"])
+def test_header_values_shown_to_role(client, app, owner, role):
+    created = create_webhook(client, owner, headers={"Authorization": RECEIVER_CREDENTIAL})
+    set_role(app, owner, role)
+
+    item = client.web.get(webhook_path(created), headers=owner.headers).json
+    listed = client.web.get(WEBHOOKS, headers=owner.headers).json
+    changed = client.web.put_json(webhook_path(created), {"description": "changed"},
+                                  headers=owner.headers).json
+
+    assert created["headers"] == {"Authorization": RECEIVER_CREDENTIAL}
+    assert item["headers"] == {"Authorization": RECEIVER_CREDENTIAL}
+    assert listed["data"][0]["headers"] == {"Authorization": RECEIVER_CREDENTIAL}
+    assert changed["headers"] == {"Authorization": RECEIVER_CREDENTIAL}
+
+
 # Changing -----------------------------------------------------------------------
 
 
