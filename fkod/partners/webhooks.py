@@ -34,7 +34,7 @@ from fkod.core.webhooks.delivery import (
 from fkod.core.webhooks.http import post_webhook
 from fkod.core.webhooks.models import Event, Webhook, WebhookAttempt, WebhookEvent
 from fkod.core.webhooks.outbox import DELIVER_ACTOR, build_payload, new_event_id
-from fkod.core.webhooks.urls import UnsafeUrl, validate_webhook_url
+from fkod.core.webhooks.urls import RESOLVER_KEY, UnsafeUrl, validate_webhook_url
 from fkod.partners.services import require_live_mode_allowed
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def check_webhook_url(request, url: str) -> str:
             url,
             allow_loopback=settings["fkod.webhooks.allow_loopback"],
             require_https=settings["fkod.webhooks.require_https"],
+            resolver=request.registry.get(RESOLVER_KEY),
         )
     except UnsafeUrl as exc:
         raise ValidationFailed(exc.message, code="invalid_webhook_url",
@@ -317,7 +318,8 @@ def send_test_event(request, webhook_id: int, event_type: str | None) -> dict:
                           timeout_seconds=settings["fkod.webhooks.timeout_seconds"],
                           allow_loopback=settings["fkod.webhooks.allow_loopback"],
                           connect_timeout_seconds=settings["fkod.webhooks.connect_timeout_seconds"],
-                          max_response_bytes=settings["fkod.webhooks.max_response_bytes"])
+                          max_response_bytes=settings["fkod.webhooks.max_response_bytes"],
+                          resolver=request.registry.get(RESOLVER_KEY))
     success = result.status_code is not None and 200 <= result.status_code < 300
     log.info("webhook test event sent", extra={
         "partner_id": partner_id, "webhook_id": webhook_id, "event_id": event_id,

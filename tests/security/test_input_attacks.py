@@ -18,6 +18,7 @@ from fkod import shutdown
 from fkod.core.api import MAX_JSON_DEPTH
 from fkod.core.testing import TestClient, auth_header, make_app, make_settings, verify_partner
 from fkod.core.webhooks.models import Webhook
+from fkod.core.webhooks.urls import RESOLVER_KEY
 from tests.security.world import in_db
 
 WEBHOOKS = "/api/partners/webhooks"
@@ -116,8 +117,25 @@ def test_webhook_url_rejected(strict_client, owner, url):
 
 
 @pytest.mark.parametrize("url", DNS_ONLY_URLS)
-def test_webhook_dns_names(url):
-    pytest.skip(f"{url} is only unsafe after a DNS lookup, which this suite does not make")
+def test_webhook_dns_names(strict_client, owner, url, monkeypatch):
+    # A fixed answer table in place of DNS: each name resolves to an address
+    # that only the lookup reveals as internal.
+    answers = {"localtest.me": ["127.0.0.1"], "metadata.google.internal": ["169.254.169.254"],
+               "instance-data": ["10.0.0.1"]}
+    monkeypatch.setitem(strict_client.app.registry, RESOLVER_KEY,
+                        lambda host, _port: answers[host])
+    before = count_webhooks(strict_client.app)
+
+    response = strict_client.web.post_json(WEBHOOKS, {
+        "url": url, "event_types": ["partner.verified"]}, headers=owner, expect_errors=True)
+
+    assert response.status_int == 400, response.text
+    assert response.json["code"] == "invalid_webhook_url", response.json
+    [error] = response.json["errors"]
+    assert error["name"] == "url"
+    # Refused for the address the lookup gave, not because the lookup failed.
+    assert f"resolves to {answers[url.split('/')[2]][0]}" in error["description"]
+    assert count_webhooks(strict_client.app) == before
 
 
 def test_webhook_update_rejects_private_url(security_client, loopback_owner):

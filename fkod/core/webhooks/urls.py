@@ -18,6 +18,10 @@ from urllib.parse import SplitResult, urlsplit
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 Resolver = Callable[[str, int], list[str]]
+# The registry key of the resolver that the webhook API's URL checks and test
+# sends use. Unset, they ask the operating system (getaddrinfo); tests set a
+# fixed table.
+RESOLVER_KEY = "webhook_resolver"
 """Callable that maps ``(host, port)`` to the IP address strings the host resolves to."""
 
 ALLOWED_SCHEMES = ("http", "https")
