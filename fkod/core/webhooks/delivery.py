@@ -218,8 +218,8 @@ class DeliveryWorker:
     """Runs delivery attempts and the sweeper against one database.
 
     At most ``max_concurrency_per_endpoint`` attempts to one endpoint run at
-    once in one process: a counter per endpoint, taken after the claim, holds
-    it exactly. Across processes the claim itself counts the endpoint's live
+    once in one process: a counter per endpoint, taken after the claim, keeps
+    it exact. Across processes the claim itself counts the endpoint's live
     claims in the database, without locking the endpoint, so claims made in
     several processes at the same instant can exceed the limit briefly.
     """
@@ -241,8 +241,8 @@ class DeliveryWorker:
             seconds=settings["fkod.webhooks.disable_after_failing_seconds"])
         self.rng = random.Random()
         # On PostgreSQL each statement of an attempt commits on its own: a
-        # claim or a plain success is one statement, and BEGIN and COMMIT
-        # would double its round trips. SQLite keeps BEGIN IMMEDIATE.
+        # claim is one statement and a plain success two, and BEGIN and
+        # COMMIT would double their round trips. SQLite keeps BEGIN IMMEDIATE.
         self.autocommit = engine.dialect.name != "sqlite"
         self._in_flight: collections.Counter[int] = collections.Counter()
         self._in_flight_lock = threading.Lock()
@@ -323,8 +323,8 @@ class DeliveryWorker:
         suspended or deleted. A suspended partner's delivery stays pending, and
         the sweeper sends it once the partner is reactivated. Returns
         ENDPOINT_BUSY when its endpoint already has max_concurrency attempts in
-        flight, in the database or in this process; a claim taken before this
-        process found its own slots full is given back.
+        flight, in the database or in this process. When this process finds
+        its own slots full only after claiming, it gives the claim back.
         """
         now = utcnow()
         parameters = {"delivery_id": delivery_id, "now": now,
