@@ -15,6 +15,7 @@ from fkod.core.auth.tokens import InvalidToken
 from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.oauth import verify_access_token
+from fkod.core.oauth.views import MAX_FORM_BYTES
 from fkod.core.testing import TEST_PASSWORD, verify_partner
 from tests.envelope import assert_envelope
 
@@ -789,3 +790,24 @@ def test_basic_credentials_not_utf8_rejected(world, endpoint):
     response = world.web.post(endpoint, {"token": "x", "grant_type": "client_credentials"},
                               headers={"Authorization": f"Basic {not_utf8}"}, status=401)
     assert response.json["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+def test_oversized_form_body_is_413(world, endpoint):
+    body = b"grant_type=client_credentials&token=x&pad=" + b"a" * (MAX_FORM_BYTES + 1)
+
+    response = world.web.post(endpoint, body, status=413, headers={
+        **basic(world.client_id, world.secret),
+        "Content-Type": "application/x-www-form-urlencoded"})
+
+    assert response.json["error"] == "invalid_request"
+    assert str(MAX_FORM_BYTES) in response.json["error_description"]
+
+
+def test_oversized_consent_form_is_413(world):
+    body = b"decision=approve&pad=" + b"a" * (MAX_FORM_BYTES + 1)
+
+    response = world.web.post("/oauth/authorize", body, status=413, headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+
+    assert f"larger than {MAX_FORM_BYTES} bytes" in response.text

@@ -29,7 +29,8 @@ from fkod.core.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from fkod.core.auth.security import address_limit_checks, hit_limits
 from fkod.core.auth.tenancy import add_to_tenancy
 from fkod.core.db import utcnow
-from fkod.core.errors import ApiError
+from fkod.core.api import read_body
+from fkod.core.errors import ApiError, PayloadTooLarge
 from fkod.core.oauth import pages
 from fkod.core.oauth.grants import make_server
 from fkod.core.oauth.server import GRANT_TYPES, TOKEN_AUTH_METHODS, PyramidOAuth2Request
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 TOTP_CODE = re.compile(r"^[0-9]{6}$")
 INTROSPECTION_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+# The largest form body the OAuth endpoints read; their parameters are short.
+MAX_FORM_BYTES = 64 * 1024
 # Parameters of the token, revocation and introspection endpoints.
 TOKEN_ENDPOINT_PARAMETERS = ("grant_type", "code", "redirect_uri", "code_verifier",
                              "refresh_token", "scope", "client_id", "client_secret", "token",
@@ -71,6 +74,11 @@ def _json_error(status: int, error: str, description: str, headers=None) -> Resp
 
 def _oauth_request(request, *, use_query: bool):
     """Return Authlib's request, or the error response when it cannot be built."""
+    if request.method == "POST":
+        try:
+            read_body(request, MAX_FORM_BYTES)
+        except PayloadTooLarge as error:
+            return None, _json_error(413, "invalid_request", error.message)
     try:
         return PyramidOAuth2Request(request, use_query=use_query), None
     except OAuth2Error as error:
@@ -104,6 +112,8 @@ def authorize(request):
     server = make_server(request)
     oauth_request, failure = _oauth_request(request, use_query=True)
     if failure is not None:
+        if failure.status_code == 413:
+            return _error_page(f"The form is larger than {MAX_FORM_BYTES} bytes.", status=413)
         return _error_page("The authorization server must be reached over HTTPS.")
     browser = BrowserSession(request)
     user = browser.user()
