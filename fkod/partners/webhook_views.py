@@ -203,6 +203,10 @@ def get_delivery(request):
                                                       _event_id(request))
     result = Dumped(schemas.DeliveryDetailSchema().dump(found))
     result["attempt_log"] = schemas.AttemptSchema(many=True).dump(attempts)
+    redact = webhooks.response_body_redactor(found.webhook, show_header_values=role_permits(
+        request.principal.role, "webhooks:reveal_secret"))
+    for item in (result, *result["attempt_log"]):
+        item["response_body"] = redact(item["response_body"])
     return result
 
 

@@ -393,6 +393,25 @@ def delivery_with_attempts(request, webhook_id: int,
     return delivery, list(attempts)
 
 
+def response_body_redactor(webhook: Webhook, *, show_header_values: bool):
+    """Return a function that hides the endpoint's custom header values in a response body.
+
+    A receiver that echoes its request stores those values in its answer, so
+    members who may not see the values get **** in their place there too.
+    """
+    values = sorted({value for value in (webhook.headers or {}).values() if value},
+                    key=len, reverse=True)
+    if show_header_values or not values:
+        return lambda text: text
+
+    def redact(text: str | None) -> str | None:
+        for value in values if text else ():
+            text = text.replace(value, "****")
+        return text
+
+    return redact
+
+
 def _iso(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="seconds") + "Z"
 

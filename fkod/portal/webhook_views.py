@@ -159,9 +159,11 @@ def delivery_detail(request):
     member = require_member(request, "webhooks:read")
     delivery, attempts = webhooks.delivery_with_attempts(request, _webhook_id(request),
                                                          _event_id(request))
+    redact = webhooks.response_body_redactor(
+        delivery.webhook, show_header_values=member.can("webhooks:reveal_secret"))
     return render(request, "delivery_detail.html", delivery=delivery, attempts=attempts,
                   event_id=delivery.event.public_id, webhook_id=delivery.webhook_id,
-                  can_write=member.can("webhooks:write"), nav="webhooks")
+                  redact=redact, can_write=member.can("webhooks:write"), nav="webhooks")
 
 
 def delivery_replay(request):

@@ -22,6 +22,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from fkod import cli
 from fkod.core.audit import AuditEntry
+from fkod.core.auth.models import PartnerMember
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.testing import TestClient, auth_header
 from fkod.core.webhooks import outbox
@@ -820,3 +821,26 @@ def test_webhook_stats_command(client, app, member, make_receiver, stack_setting
     assert 600 <= stats["oldest_pending_age_seconds"] < 700
     oldest = dt.datetime.fromisoformat(stats["oldest_pending_at"].rstrip("Z"))
     assert abs((utcnow() - oldest).total_seconds() - 600) < 100
+
+
+ECHOED_CREDENTIAL = "receiver-credential-7f3a"
+
+
+@pytest.mark.parametrize(("role", "visible"), [("owner", True), ("developer", True),
+                                               ("billing", False), ("read_only", False)])
+def test_echoed_header_values_hidden_in_log(client, app, member, make_receiver, role, visible):
+    receiver = make_receiver(Reply(200, body=f"ok X-Token={ECHOED_CREDENTIAL}".encode()))
+    webhook = client.web.post_json(WEBHOOKS, {
+        "url": receiver.url, "event_types": ["user.*"], "retry_count": 0,
+        "headers": {"X-Token": ECHOED_CREDENTIAL}}, headers=member.headers, status=201).json
+    event_id = publish(app, member)
+    deliver(app, webhook, event_id)
+    update_rows(app, sa.update(PartnerMember).where(PartnerMember.partner_id == member.partner_id)
+                .values(role=role))
+
+    found = client.web.get(f"{WEBHOOKS}/{webhook['id']}/events/{event_id}",
+                           headers=member.headers).json
+
+    expected = f"ok X-Token={ECHOED_CREDENTIAL if visible else '****'}"
+    assert found["response_body"] == expected
+    assert [attempt["response_body"] for attempt in found["attempt_log"]] == [expected]
