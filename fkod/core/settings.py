@@ -131,6 +131,10 @@ SETTINGS: tuple[Setting, ...] = (
     _setting("secrets.jwt_previous_public_keys_file", _as_str, "",
              "A PEM file of previous public signing keys, read as jwt_previous_public_keys."),
     _setting("auth.jwt_issuer", _as_str, "fkod", "The iss claim of access tokens."),
+    _setting("auth.oauth_issuer_url", _as_str, "",
+             "Scheme, host and port that the OAuth metadata document's issuer and endpoint "
+             "URLs start with, such as https://partners.fkod.example; empty means "
+             "fkod.auth.account_link_base_url. The request's Host header is never used."),
     _setting("auth.argon2_time_cost", _as_int, "3",
              "argon2id passes over memory per password hash.", minimum=1),
     _setting("auth.argon2_memory_kib", _as_int, "65536",

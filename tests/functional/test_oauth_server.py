@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -16,7 +17,7 @@ from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.oauth import verify_access_token
 from fkod.core.oauth.views import MAX_FORM_BYTES
-from fkod.core.testing import TEST_PASSWORD, verify_partner
+from fkod.core.testing import TEST_PASSWORD, TestClient, verify_partner
 from tests.envelope import assert_envelope
 
 REDIRECT_URI = "https://app.example/callback"
@@ -556,13 +557,14 @@ def test_introspect_needs_client_authentication(world):
 
 
 def test_metadata_document(world):
+    base = world.app.registry.settings["fkod.auth.account_link_base_url"].rstrip("/")
     document = world.web.get("/.well-known/oauth-authorization-server", status=200).json
-    assert document["issuer"] == "http://localhost"
-    assert document["authorization_endpoint"] == "http://localhost/oauth/authorize"
-    assert document["token_endpoint"] == "http://localhost/oauth/token"
-    assert document["revocation_endpoint"] == "http://localhost/oauth/revoke"
-    assert document["introspection_endpoint"] == "http://localhost/oauth/introspect"
-    assert document["jwks_uri"] == "http://localhost/.well-known/jwks.json"
+    assert document["issuer"] == base
+    assert document["authorization_endpoint"] == f"{base}/oauth/authorize"
+    assert document["token_endpoint"] == f"{base}/oauth/token"
+    assert document["revocation_endpoint"] == f"{base}/oauth/revoke"
+    assert document["introspection_endpoint"] == f"{base}/oauth/introspect"
+    assert document["jwks_uri"] == f"{base}/.well-known/jwks.json"
     assert document["code_challenge_methods_supported"] == ["S256"]
     assert document["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "none"]
     assert document["response_types_supported"] == ["code"]
@@ -811,3 +813,15 @@ def test_oversized_consent_form_is_413(world):
         "Content-Type": "application/x-www-form-urlencoded"})
 
     assert f"larger than {MAX_FORM_BYTES} bytes" in response.text
+
+
+def test_metadata_ignores_the_host_header(app_factory):
+    client = TestClient(app_factory(**{
+        "fkod.auth.oauth_issuer_url": "https://partners.fkod.example"}))
+
+    document = client.web.get("/.well-known/oauth-authorization-server",
+                              headers={"Host": "attacker.example"}, status=200).json
+
+    assert document["issuer"] == "https://partners.fkod.example"
+    assert document["token_endpoint"] == "https://partners.fkod.example/oauth/token"
+    assert "attacker.example" not in json.dumps(document)

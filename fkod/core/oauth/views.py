@@ -365,8 +365,14 @@ def introspect(request):
 
 
 def metadata(request):
-    """Return the authorization server's metadata document (RFC 8414)."""
-    base = request.application_url
+    """Return the authorization server's metadata document (RFC 8414).
+
+    Its URLs come from the settings, not from the request's Host header,
+    because the document is cacheable and a cache must not keep a forged host.
+    """
+    settings = request.registry.settings
+    base = (settings["fkod.auth.oauth_issuer_url"]
+            or settings["fkod.auth.account_link_base_url"]).rstrip("/")
     scopes = [scope.name for scope in request.registry["scope_catalog"].grantable()]
     document = {
         "issuer": base,
