@@ -222,6 +222,21 @@ def read_body(request, max_bytes: int) -> bytes:
     return raw
 
 
+# No field takes an integer this long; Python refuses to convert one of over
+# 4,300 digits with an error that names its own internals.
+MAX_INT_DIGITS = 100
+
+
+class _NumberTooLong(Exception):
+    pass
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NumberTooLong
+    return int(digits)
+
+
 def parse_json_object(raw: bytes) -> dict:
     """Decode a UTF-8 JSON object; invalid UTF-8, invalid JSON and non-objects are 400s."""
     try:
@@ -232,7 +247,13 @@ def parse_json_object(raw: bytes) -> dict:
             code="invalid_json", errors=[field_error("body", "", "not valid UTF-8")],
         ) from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_bounded_int)
+    except _NumberTooLong:
+        raise ValidationFailed(
+            f"The request body has a number of more than {MAX_INT_DIGITS} digits.",
+            code="invalid_json",
+            errors=[field_error("body", "", f"a number has more than {MAX_INT_DIGITS} digits")],
+        ) from None
     except RecursionError:
         raise ValidationFailed(
             "The request body is nested too deeply.", code="invalid_json",

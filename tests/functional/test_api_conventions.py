@@ -71,6 +71,7 @@ MALFORMED_BODIES = {
     "nested_objects": b'{"a":' * 5_000 + b"null" + b"}" * 5_000,
     "invalid_utf8": b'{"key_name": "\xff\xfe\xc3("}',
     "unknown_field": b'{"zz_unknown_field": 1}',
+    "overlong_integer": b'{"retry_count": ' + b"9" * 5000 + b"}",
 }
 
 
