@@ -825,3 +825,14 @@ def test_metadata_ignores_the_host_header(app_factory):
     assert document["issuer"] == "https://partners.fkod.example"
     assert document["token_endpoint"] == "https://partners.fkod.example/oauth/token"
     assert "attacker.example" not in json.dumps(document)
+
+
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+def test_two_client_authentications_refused(world, endpoint):
+    response = world.web.post(endpoint, {
+        "grant_type": "client_credentials", "token": "x", "client_id": world.client_id,
+        "client_secret": world.secret}, headers=basic(world.client_id, world.secret),
+        status=400)
+
+    assert response.json["error"] == "invalid_request"
+    assert "authenticates the client twice" in response.json["error_description"]

@@ -334,6 +334,11 @@ def _token_endpoint(request, run) -> Response:
     if request.content_length and request.content_type != FORM_CONTENT_TYPE:
         return _add_cors(request, server, _json_error(
             400, "invalid_request", f"The body must be {FORM_CONTENT_TYPE}."))
+    if request.authorization is not None and "client_secret" in request.POST:
+        # RFC 6749 section 2.3: a client uses one authentication method per request.
+        return _add_cors(request, server, _json_error(
+            400, "invalid_request", "The request authenticates the client twice, with Basic "
+            "credentials and a client_secret parameter; send the Basic credentials only."))
     repeated = [name for name in TOKEN_ENDPOINT_PARAMETERS if len(request.POST.getall(name)) > 1]
     if repeated:
         # RFC 6749 section 3.2: request parameters must not be included more than once.
