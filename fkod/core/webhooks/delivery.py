@@ -117,12 +117,14 @@ class ClaimedDelivery:
 
 def _in_flight_count():
     """Return a subquery counting the live claims of the outer delivery's endpoint."""
-    other = orm.aliased(WebhookEvent)
+    # A table alias, not orm.aliased: this runs at import, before every
+    # mapper it would configure is loaded.
+    other = WebhookEvent.__table__.alias("in_flight")
     return (
         sa.select(sa.func.count()).select_from(other)
-        .where(other.webhook_id == WebhookEvent.webhook_id,
-               other.status == "delivering",
-               other.locked_until > sa.bindparam("now"))
+        .where(other.c.webhook_id == WebhookEvent.webhook_id,
+               other.c.status == "delivering",
+               other.c.locked_until > sa.bindparam("now"))
         .scalar_subquery()
     )
 
@@ -199,7 +201,12 @@ UNCLAIM = (
     .values(status="pending", attempts=WebhookEvent.attempts - 1,
             attempt_total=WebhookEvent.attempt_total - 1, locked_until=None)
 )
-INSERT_ATTEMPT = sa.insert(WebhookAttempt)
+INSERT_ATTEMPT = sa.insert(WebhookAttempt).values(
+    delivery_id=sa.bindparam("att_delivery"), attempt=sa.bindparam("att_number"),
+    started_at=sa.bindparam("att_started"), signed_at=sa.bindparam("att_signed"),
+    duration_ms=sa.bindparam("att_duration"), response_code=sa.bindparam("att_code"),
+    response_body=sa.bindparam("att_body"), error=sa.bindparam("att_error"),
+)
 _OWN_CLAIM = (
     sa.update(WebhookEvent)
     .where(WebhookEvent.id == sa.bindparam("delivery_id"),
@@ -213,6 +220,12 @@ FINISH = _OWN_CLAIM.values(status=sa.bindparam("set_status"),
                            completed_at=sa.bindparam("set_completed"), next_retry_at=None)
 # Puts the delivery back to pending until its next attempt.
 RESCHEDULE = _OWN_CLAIM.values(status="pending", next_retry_at=sa.bindparam("set_next"))
+# On PostgreSQL one statement stores the attempt and the delivery's outcome,
+# so no reader sees the one without the other although each statement
+# commits on its own. SQLite runs the two statements in one transaction.
+_ATTEMPT_ROW = INSERT_ATTEMPT.cte("attempt_row")
+FINISH_WITH_ATTEMPT = FINISH.add_cte(_ATTEMPT_ROW)
+RESCHEDULE_WITH_ATTEMPT = RESCHEDULE.add_cte(_ATTEMPT_ROW)
 
 class DeliveryWorker:
     """Runs delivery attempts and the sweeper against one database.
@@ -241,8 +254,9 @@ class DeliveryWorker:
             seconds=settings["fkod.webhooks.disable_after_failing_seconds"])
         self.rng = random.Random()
         # On PostgreSQL each statement of an attempt commits on its own: a
-        # claim is one statement and a plain success two, and BEGIN and
-        # COMMIT would double their round trips. SQLite keeps BEGIN IMMEDIATE.
+        # claim is one statement and so is a plain success's record, and BEGIN
+        # and COMMIT would triple their round trips. SQLite keeps BEGIN
+        # IMMEDIATE.
         self.autocommit = engine.dialect.name != "sqlite"
         self._in_flight: collections.Counter[int] = collections.Counter()
         self._in_flight_lock = threading.Lock()
@@ -391,12 +405,12 @@ class DeliveryWorker:
         """
         now = utcnow()
         response_body = (result.body or "")[:MAX_STORED_RESPONSE_CHARS]
-        connection.execute(INSERT_ATTEMPT, {
-            "delivery_id": claimed.delivery_id, "attempt": claimed.attempt_total,
-            "started_at": started_at, "signed_at": signed_at, "duration_ms": result.duration_ms,
-            "response_code": result.status_code, "response_body": response_body,
-            "error": (result.error or None) and result.error[:255],
-        })
+        attempt = {
+            "att_delivery": claimed.delivery_id, "att_number": claimed.attempt_total,
+            "att_started": started_at, "att_signed": signed_at,
+            "att_duration": result.duration_ms, "att_code": result.status_code,
+            "att_body": response_body, "att_error": (result.error or None) and result.error[:255],
+        }
         succeeded = result.status_code is not None and 200 <= result.status_code < 300
         last_error = None if succeeded else (result.error or f"HTTP {result.status_code}")[:255]
         outcome = {
@@ -406,18 +420,22 @@ class DeliveryWorker:
         retry_in = None
         exhausted = False
         if succeeded:
-            statement = FINISH
+            statement, with_attempt = FINISH, FINISH_WITH_ATTEMPT
             outcome.update(set_status="succeeded", set_completed=now)
         elif claimed.attempt > claimed.retry_count:
             exhausted = True
-            statement = FINISH
+            statement, with_attempt = FINISH, FINISH_WITH_ATTEMPT
             outcome.update(set_status="failed", set_completed=now)
         else:
             retry_in = self._retry_delay(claimed, result)
-            statement = RESCHEDULE
+            statement, with_attempt = RESCHEDULE, RESCHEDULE_WITH_ATTEMPT
             outcome.update(set_next=now + dt.timedelta(seconds=retry_in))
 
-        updated = connection.execute(statement, outcome)
+        if self.autocommit:
+            updated = connection.execute(with_attempt, {**attempt, **outcome})
+        else:
+            connection.execute(INSERT_ATTEMPT, attempt)
+            updated = connection.execute(statement, outcome)
         status = outcome.get("set_status", "pending")
         if updated.rowcount != 1:
             # The sweeper took the claim back after locked_until passed; the
