@@ -396,7 +396,7 @@ def delivery_with_attempts(request, webhook_id: int,
 def response_body_redactor(webhook: Webhook, *, show_header_values: bool):
     """Return a function that hides the endpoint's custom header values in a response body.
 
-    A receiver that echoes its request stores those values in its answer, so
+    A receiver that echoes its request stores those values in its response body, so
     members who may not see the values get **** in their place there too.
     """
     values = sorted({value for value in (webhook.headers or {}).values() if value},

@@ -148,17 +148,23 @@ def _endpoint_value(column):
             .scalar_subquery().label(column.key))
 
 
+# The delivery is pending, its retry time has come, and its endpoint and
+# partner take deliveries.
+_DUE = (
+    WebhookEvent.id == sa.bindparam("delivery_id"),
+    WebhookEvent.status == "pending",
+    sa.or_(WebhookEvent.next_retry_at.is_(None),
+           WebhookEvent.next_retry_at <= sa.bindparam("now")),
+    _sendable_endpoint(),
+)
+
 # One statement claims the delivery and reads what the attempt needs. SQLite
 # lets RETURNING name only the updated table, so the endpoint's columns come
 # from subqueries, one per column, each a primary-key lookup.
 CLAIM = (
     sa.update(WebhookEvent)
     .where(
-        WebhookEvent.id == sa.bindparam("delivery_id"),
-        WebhookEvent.status == "pending",
-        sa.or_(WebhookEvent.next_retry_at.is_(None),
-               WebhookEvent.next_retry_at <= sa.bindparam("now")),
-        _sendable_endpoint(),
+        *_DUE,
         _in_flight_count() < sa.bindparam("max_concurrency"),
     )
     .values(
@@ -180,15 +186,11 @@ CLAIM = (
         .scalar_subquery().label("event_public_id"),
     )
 )
-# Asked only when a claim fails: is the delivery due but its endpoint full?
+# Runs only when a claim fails: finds the delivery when it is due but its endpoint is full.
 WAITING_FOR_SLOT = (
     sa.select(WebhookEvent.id)
     .where(
-        WebhookEvent.id == sa.bindparam("delivery_id"),
-        WebhookEvent.status == "pending",
-        sa.or_(WebhookEvent.next_retry_at.is_(None),
-               WebhookEvent.next_retry_at <= sa.bindparam("now")),
-        _sendable_endpoint(),
+        *_DUE,
         _in_flight_count() >= sa.bindparam("max_concurrency"),
     )
 )
