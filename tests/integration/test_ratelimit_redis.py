@@ -185,12 +185,6 @@ class TestRedisContract(RateLimiterContract):
     def advance(self):
         return time.sleep
 
-    @property
-    def slack_seconds(self) -> float:
-        """Half a window: on a loaded machine ten hits through Redis can spread over
-        many sub-buckets, and a burst must have expired before the next window."""
-        return self.window_seconds / 2
-
 
 def prefixed_keys(client: redis.Redis, prefix: str) -> list[bytes]:
     return sorted(client.scan_iter(match=prefix + "*", count=1000))
