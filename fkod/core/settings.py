@@ -245,6 +245,10 @@ SETTINGS: tuple[Setting, ...] = (
              "redis needs fkod worker processes.", choices=("inprocess", "redis")),
     _setting("tasks.inprocess_worker_threads", _as_int, "2",
              "Worker threads of the in-process broker.", minimum=1),
+    _setting("tasks.poll_interval_ms", _as_int, "100",
+             "How long an idle worker thread waits for a message before it checks for "
+             "shutdown, in milliseconds; stopping a worker takes up to twice this.",
+             minimum=1, maximum=1000),
     _setting("webhooks.allow_loopback", _as_bool, "false",
              "Allow webhook receivers on loopback addresses (http included)."),
     _setting("webhooks.require_https", _as_bool, "true",

@@ -39,10 +39,12 @@ def _middleware():
 class TaskQueue:
     """The broker of one application, its actors, and the periodic jobs of a worker."""
 
-    def __init__(self, broker: dramatiq.Broker, *, in_process: bool, worker_threads: int):
+    def __init__(self, broker: dramatiq.Broker, *, in_process: bool, worker_threads: int,
+                 poll_interval_ms: int = 100):
         self.broker = broker
         self.in_process = in_process
         self.worker_threads = worker_threads
+        self.poll_interval_ms = poll_interval_ms
         self.actors: dict[str, dramatiq.Actor] = {}
         self.periodic: list[tuple[str, float, Callable[[], None]]] = []
         self._worker: dramatiq.Worker | None = None
@@ -83,7 +85,7 @@ class TaskQueue:
         """Start the dramatiq worker threads and the periodic jobs of this process."""
         self._stop.clear()
         self._worker = dramatiq.Worker(self.broker, worker_threads=self.worker_threads,
-                                       worker_timeout=100)
+                                       worker_timeout=self.poll_interval_ms)
         self._worker.start()
         for name, interval, job in self.periodic:
             thread = threading.Thread(target=self._run_periodic, args=(name, interval, job),
@@ -139,11 +141,13 @@ def make_task_queue(settings: dict) -> TaskQueue:
             )
         broker = RedisBroker(url=settings["fkod.redis.url"], middleware=_middleware(),
                              namespace=settings["fkod.redis.key_prefix"] + "tasks")
-        return TaskQueue(broker, in_process=False, worker_threads=8)
+        return TaskQueue(broker, in_process=False, worker_threads=8,
+                         poll_interval_ms=settings["fkod.tasks.poll_interval_ms"])
     broker = StubBroker(middleware=_middleware())
     broker.emit_after("process_boot")
     return TaskQueue(broker, in_process=True,
-                     worker_threads=settings["fkod.tasks.inprocess_worker_threads"])
+                     worker_threads=settings["fkod.tasks.inprocess_worker_threads"],
+                     poll_interval_ms=settings["fkod.tasks.poll_interval_ms"])
 
 
 class LeaderLock:
