@@ -130,7 +130,10 @@ SETTINGS: tuple[Setting, ...] = (
              "tokens have expired."),
     _setting("secrets.jwt_previous_public_keys_file", _as_str, "",
              "A PEM file of previous public signing keys, read as jwt_previous_public_keys."),
-    _setting("auth.jwt_issuer", _as_str, "fkod", "The iss claim of access tokens."),
+    _setting("auth.jwt_issuer", _as_str, "",
+             "The iss claim of signed tokens, also the issuer that the OAuth metadata "
+             "document names; empty means the OAuth issuer URL (fkod.auth.oauth_issuer_url, "
+             "or fkod.auth.account_link_base_url)."),
     _setting("auth.oauth_issuer_url", _as_str, "",
              "Scheme, host and port that the OAuth metadata document's issuer and endpoint "
              "URLs start with, such as https://partners.fkod.example; empty means "

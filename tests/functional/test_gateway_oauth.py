@@ -321,10 +321,11 @@ def test_claims_match_stored_token(client, tenant):
 
 
 def forge_none(tenant, client_id: str, user: str) -> str:
+    signer = tenant.app.registry["token_signer"]
     _token, jti = tenant.mint(client_id, user=user)
     now = int(time.time())
-    header = {"alg": "none", "typ": "JWT", "kid": tenant.app.registry["token_signer"].key_id}
-    payload = {"iss": "fkod", "aud": OAUTH_AUDIENCE, "sub": user, "client_id": client_id,
+    header = {"alg": "none", "typ": "JWT", "kid": signer.key_id}
+    payload = {"iss": signer.issuer, "aud": OAUTH_AUDIENCE, "sub": user, "client_id": client_id,
                "scope": "users:read", "partner_id": tenant.partner_number, "livemode": False,
                "jti": jti, "iat": now, "exp": now + 600}
     return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}."
@@ -336,7 +337,7 @@ def forge_hs256(tenant, client_id: str, user: str) -> str:
     _token, jti = tenant.mint(client_id, user=user)
     now = int(time.time())
     header = {"alg": "HS256", "typ": "JWT", "kid": signer.key_id}
-    payload = {"iss": "fkod", "aud": OAUTH_AUDIENCE, "sub": user, "client_id": client_id,
+    payload = {"iss": signer.issuer, "aud": OAUTH_AUDIENCE, "sub": user, "client_id": client_id,
                "scope": "users:read", "partner_id": tenant.partner_number, "livemode": False,
                "jti": jti, "iat": now, "exp": now + 600}
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
@@ -352,7 +353,7 @@ def forge_other_key(tenant, client_id: str, user: str, *, keep_kid: bool) -> str
     now = int(time.time())
     header = {"alg": "ES256", "typ": "JWT",
               "kid": signer.key_id if keep_kid else other.thumbprint()}
-    payload = {"iss": "fkod", "aud": OAUTH_AUDIENCE, "sub": user, "client_id": client_id,
+    payload = {"iss": signer.issuer, "aud": OAUTH_AUDIENCE, "sub": user, "client_id": client_id,
                "scope": "users:read", "partner_id": tenant.partner_number, "livemode": False,
                "jti": jti, "iat": now, "exp": now + 600}
     return jwt.encode(header, payload, other)

@@ -163,6 +163,17 @@ def test_library_flow_reaches_the_gateway(partner):
     assert count.json()["authorized_users"] == 1
 
 
+def test_library_token_issuer_matches_metadata(partner):
+    token = partner.flow(partner.session(partner.create_application()))
+    metadata = requests.get(partner.base + "/.well-known/oauth-authorization-server",
+                            timeout=TIMEOUT).json()
+
+    _header, payload, _signature = token["access_token"].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["iss"] == metadata["issuer"]
+    assert metadata["issuer"].startswith("http")
+
+
 def test_library_public_client_from_browser(partner):
     application = partner.create_application(client_type="public", allowed_origins=[ORIGIN])
     oauth = partner.session(application)

@@ -21,8 +21,8 @@ CLAIMS = {"sub": "user_1", "client_id": "app", "scope": "users:read", "partner_i
           "livemode": False}
 
 
-def signer(key: ECKey, previous=()) -> TokenSigner:
-    return TokenSigner(key, issuer="fkod", ttl_seconds=3600, previous_keys=previous)
+def signer(key: ECKey, previous=(), issuer: str = "fkod") -> TokenSigner:
+    return TokenSigner(key, issuer=issuer, ttl_seconds=3600, previous_keys=previous)
 
 
 def public_pem(key: ECKey) -> str:
@@ -142,5 +142,6 @@ def test_app_publishes_previous_keys(app_factory, old_key):
     keys = client.web.get("/.well-known/jwks.json", status=200).json["keys"]
 
     assert [key["kid"] for key in keys] == [current, old_key.thumbprint()]
-    token, _ttl = signer(old_key).issue(CLAIMS, audience=OAUTH_AUDIENCE)
+    issuer = app.registry["token_signer"].issuer
+    token, _ttl = signer(old_key, issuer=issuer).issue(CLAIMS, audience=OAUTH_AUDIENCE)
     assert app.registry["token_signer"].verify(token, audience=OAUTH_AUDIENCE)["sub"] == "user_1"

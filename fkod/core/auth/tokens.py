@@ -146,6 +146,17 @@ class TokenSigner:
                          for kid, key in self._verifying_keys.items()]}
 
 
+def issuer_url(settings: dict) -> str:
+    """Return the scheme, host and port that the OAuth server's published URLs start with."""
+    return (settings["fkod.auth.oauth_issuer_url"]
+            or settings["fkod.auth.account_link_base_url"]).rstrip("/")
+
+
+def token_issuer(settings: dict) -> str:
+    """Return the iss claim of signed tokens; the OAuth metadata names it as the issuer."""
+    return settings["fkod.auth.jwt_issuer"] or issuer_url(settings)
+
+
 def unverified_header(token: str) -> dict:
     """Return the JOSE header of a compact JWS without checking anything else.
 

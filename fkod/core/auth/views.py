@@ -70,12 +70,12 @@ def includeme(config):
     from fkod.core.auth.apikeys import KeyHasher
     from fkod.core.auth.passwords import PasswordHasher
     from fkod.core.auth.scopes import ScopeCatalog
-    from fkod.core.auth.tokens import TokenSigner, load_signing_key
+    from fkod.core.auth.tokens import TokenSigner, load_signing_key, token_issuer
 
     settings = config.get_settings()
     registry = config.registry
     registry["token_signer"] = TokenSigner(
-        load_signing_key(settings), issuer=settings["fkod.auth.jwt_issuer"],
+        load_signing_key(settings), issuer=token_issuer(settings),
         ttl_seconds=settings["fkod.auth.access_token_ttl_seconds"],
     )
     registry["key_hasher"] = KeyHasher(settings["fkod.secrets.api_key_pepper"])

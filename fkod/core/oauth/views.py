@@ -28,6 +28,7 @@ from fkod.core.auth.oauth_models import OAuthConsent
 from fkod.core.auth.passwords import MAX_LENGTH as MAX_PASSWORD_LENGTH
 from fkod.core.auth.security import address_limit_checks, hit_limits
 from fkod.core.auth.tenancy import add_to_tenancy
+from fkod.core.auth.tokens import issuer_url
 from fkod.core.db import utcnow
 from fkod.core.api import read_body
 from fkod.core.errors import ApiError, PayloadTooLarge
@@ -376,11 +377,11 @@ def metadata(request):
     because the document is cacheable and a cache must not keep a forged host.
     """
     settings = request.registry.settings
-    base = (settings["fkod.auth.oauth_issuer_url"]
-            or settings["fkod.auth.account_link_base_url"]).rstrip("/")
+    base = issuer_url(settings)
     scopes = [scope.name for scope in request.registry["scope_catalog"].grantable()]
     document = {
-        "issuer": base,
+        # The iss claim of the access tokens, as RFC 9068 asks.
+        "issuer": request.registry["token_signer"].issuer,
         "authorization_endpoint": base + "/oauth/authorize",
         "token_endpoint": base + "/oauth/token",
         "revocation_endpoint": base + "/oauth/revoke",
