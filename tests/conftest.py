@@ -48,18 +48,23 @@ def stack_settings(request, tmp_path, migrated_sqlite_template):
     """Settings for the stack under test: embedded SQLite, or PostgreSQL with Redis."""
     if STACK == "production":
         template = request.getfixturevalue("migrated_postgres_template")
-        postgres = request.getfixturevalue("make_postgres_database")(template=template)
+        make_database = request.getfixturevalue("make_postgres_database")
+        postgres = make_database(template=template)
         redis_url = request.getfixturevalue("redis_url")
         namespace = os.urandom(4).hex()
-        return make_settings(tmp_path, db_url=postgres, extra={
+        yield make_settings(tmp_path, db_url=postgres, extra={
             "fkod.redis.url": redis_url,
             "fkod.ratelimit.backend": "redis",
             "fkod.metering.backend": "redis",
             "fkod.redis.key_prefix": f"fkod-test:{namespace}:",
             "fkod.tasks.broker": "redis",
         })
+        # After app_factory has shut the test's applications down. Dropping
+        # now keeps a run of thousands of tests from filling the disk.
+        make_database.drop(postgres)
+        return
     shutil.copy(migrated_sqlite_template, tmp_path / "fkod.sqlite")
-    return make_settings(tmp_path)
+    yield make_settings(tmp_path)
 
 
 @pytest.fixture

@@ -149,8 +149,9 @@ def make_postgres_database(postgres_server) -> Iterator[Callable[..., str]]:
     With ``template``, the name of a database from an earlier call, the new
     database is a copy of it, which takes a few milliseconds where running
     migrations again takes seconds. A template must have no open connections
-    while it is copied. Every database created is dropped at the end of the
-    session, along with any connection a test left open to it.
+    while it is copied. ``drop(url)`` drops a database early; every other one
+    is dropped at the end of the session, along with any connection a test
+    left open to it.
     """
     url, engine = postgres_server
     created: list[str] = []
@@ -165,6 +166,13 @@ def make_postgres_database(postgres_server) -> Iterator[Callable[..., str]]:
         created.append(name)
         return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
 
+    def drop_database(database_url: str) -> None:
+        name = sa.engine.make_url(database_url).database
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        created.remove(name)
+
+    create_database.drop = drop_database
     yield create_database
 
     for name in reversed(created):
