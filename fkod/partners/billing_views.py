@@ -261,7 +261,8 @@ def get_invoice(request):
            auth=AUTH_MEMBER, permission="billing:write", body=PayoutRequestBody,
            response=PayoutSchema, status=201,
            errors=((409, "payout_below_minimum"), (409, "payout_already_open"),
-                   (409, "amount_exceeds_balance"), (409, "payout_method_missing")))
+                   (409, "amount_exceeds_balance"), (409, "payout_method_missing"),
+                   (409, "partner_not_verified")))
 def create_payout(request):
     return request_payout(request, request.partner, request.validated.get("amount"))
 

@@ -58,6 +58,8 @@ ROUTES = (
 
 # Explanations of a payout request's 409 errors, by the API's error code.
 PAYOUT_CONFLICTS = {
+    "partner_not_verified": "Payouts need a verified company; submit its verification on the "
+                            "company verification page and wait for its approval.",
     "payout_method_missing": "Set a payout method first, on the payout method page.",
     "payout_already_open": "A payout is still open; a partner has one open payout at a time. "
                            "Wait until it is paid or failed.",

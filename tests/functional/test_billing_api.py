@@ -32,7 +32,7 @@ from fkod.core.billing.models import (
 )
 from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
-from fkod.core.testing import auth_header
+from fkod.core.testing import auth_header, verify_partner
 from fkod.core.webhooks.models import Event
 from fkod.marketplace.models import Integration
 from tests.envelope import assert_envelope
@@ -119,8 +119,10 @@ def set_bank(client, headers, destination: str = BANK):
 
 
 @pytest.fixture
-def owner(client):
+def owner(client, app):
+    """The owner of a verified partner, which payouts need."""
     partner, token = client.partner_with_token()
+    verify_partner(app, partner["id"])
     return partner, auth_header(token)
 
 
@@ -232,6 +234,35 @@ def test_payout_below_minimum_is_409(client, app, owner):
     assert "$100.00" in body["message"]
     assert payout_rows(app, partner) == []
     assert balance(app, partner) == Decimal("99.99")
+
+
+def test_unverified_partner_cannot_request_a_payout(client, app):
+    partner, token = client.partner_with_token()
+    headers = auth_header(token)
+    set_bank(client, headers)
+    fund(app, partner, "250.00")
+
+    response = client.web.post_json(PAYOUT, {}, headers=headers, status=409)
+
+    body = assert_envelope(response, 409, "partner_not_verified")
+    assert "/api/partners/verify" in body["message"]
+    assert payout_rows(app, partner) == []
+    assert balance(app, partner) == Decimal("250.00")
+
+
+def test_payout_run_holds_an_unverified_balance(client, app, funded):
+    from fkod.core.billing.payouts import payout_run
+
+    unverified, token = client.partner_with_token()
+    set_bank(client, auth_header(token))
+    fund(app, unverified, "500.00")
+
+    result = payout_run(app.registry)
+
+    assert (result["created"], result["skipped_unverified"]) == (1, 1)
+    assert payout_rows(app, unverified) == []
+    assert balance(app, unverified) == Decimal("500.00")
+    check_ledger(app)
 
 
 def test_payout_without_method_is_409(client, app, owner):
@@ -475,6 +506,7 @@ def test_admin_payouts_list_filters(client, app, funded, finance):
     partner, headers = funded
     payout_id = request_payout(client, headers)
     other, other_token = client.partner_with_token()
+    verify_partner(app, other["id"])
     set_bank(client, auth_header(other_token))
     fund(app, other, "300.00")
     other_payout = request_payout(client, auth_header(other_token), "300.00")
@@ -888,6 +920,7 @@ def test_payout_minimum_setting_applies(app_factory):
     small_app = app_factory(**{"fkod.billing.payout_minimum": "10.00"})
     small_client = TestClient(small_app)
     partner, token = small_client.partner_with_token()
+    verify_partner(small_app, partner["id"])
     headers = auth_header(token)
     set_bank(small_client, headers)
     fund(small_app, partner, "9.99")
@@ -965,6 +998,7 @@ def test_concurrent_retries_with_one_key(client, app, funded):
 def test_idempotency_keys_belong_to_one_partner(client, app, funded):
     partner, headers = funded
     other, other_token = client.partner_with_token()
+    verify_partner(app, other["id"])
     other_headers = auth_header(other_token)
     set_bank(client, other_headers)
     fund(app, other, "300.00")
@@ -1004,7 +1038,8 @@ def test_payout_run_is_audited(client, app, funded):
     assert sent.details == {"amount": "250.00", "provider": "ledger", "status": "processing"}
     [run] = audit_actions(app, "payout_run.started")
     assert run.partner_id is None
-    assert run.details == {"created": 1, "rolled_over": 1, "skipped_no_method": 0}
+    assert run.details == {"created": 1, "rolled_over": 1, "skipped_no_method": 0,
+                           "skipped_unverified": 0}
     # The partner's own audit log lists both entries.
     log = client.web.get("/api/partners/audit-log?action=payout.*", headers=headers).json
     assert sorted(entry["action"] for entry in log["data"]) == ["payout.created", "payout.sent"]
@@ -1053,6 +1088,7 @@ def test_each_sale_splits_exactly(client, app, owner, finance):
 
     partner, headers = owner
     other, other_token = client.partner_with_token()
+    verify_partner(app, other["id"])
     other_headers = auth_header(other_token)
     client.web.put_json(f"/api/admin/partners/{other['id']}/overrides",
                         {"commission_rate": "0.3333"}, headers=finance, status=200)

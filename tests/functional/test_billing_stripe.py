@@ -442,10 +442,11 @@ def test_payout_goes_to_api_set_account(stripe_app, stripe_client, fake):
     from fkod.core.billing.models import Payout
     from fkod.core.billing.payouts import send_payout
     from fkod.core.ids import parse_id
-    from fkod.core.testing import auth_header
+    from fkod.core.testing import auth_header, verify_partner
     from tests.functional.test_billing_engine import credit_partner
 
     partner, token = stripe_client.partner_with_token()
+    verify_partner(stripe_app, partner["id"])
     headers = auth_header(token)
     partner_id = parse_id("partner", partner["id"])
     method = "/api/partners/payout-method"

@@ -21,7 +21,7 @@ from fkod.core.billing.models import (
 from fkod.core.billing.plans import is_upgrade
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.ids import parse_id
-from fkod.core.testing import TestClient
+from fkod.core.testing import TestClient, verify_partner
 from tests.functional.portal_pages import (
     add_member,
     field_errors,
@@ -205,6 +205,10 @@ def test_invoices_and_revenue_pages(client, app):
 def test_payout_requests_and_method(client, app):
     owner = signed_in_owner(client)
     partner_id = partner_number(owner)
+
+    unverified = post_form(client.web, "/portal/billing/payouts", {}, status=409)
+    assert "Payouts need a verified company" in unverified.text
+    verify_partner(app, owner["partner"]["id"])
 
     no_method = post_form(client.web, "/portal/billing/payouts", {}, status=409)
     assert "Set a payout method first" in no_method.text

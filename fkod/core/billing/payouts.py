@@ -66,6 +66,10 @@ def request_payout(request, partner: Partner, amount: Decimal | None) -> Payout:
     # The partner row lock makes one open payout per partner hold under concurrency.
     session.refresh(partner, with_for_update=True)
     minimum = request.registry.settings["fkod.billing.payout_minimum"]
+    if partner.verification_status != "verified":
+        raise Conflict("Payouts need a verified partner; submit the company's verification "
+                       "(POST /api/partners/verify) and wait for its approval.",
+                       code="partner_not_verified")
     if partner.payout_method not in PAYOUT_METHODS:
         raise Conflict("Set a payout method before requesting a payout "
                        "(PUT /api/partners/payout-method).", code="payout_method_missing")
@@ -94,10 +98,12 @@ def payout_run(registry, *, now: dt.datetime | None = None) -> dict:
     """Create a payout for every balance at or above the minimum, then send the pending ones.
 
     Smaller balances stay where they are and roll over to the next run.
-    Partners without a payout method, or with an open payout, are skipped.
+    Partners without a payout method, with an open payout or no longer
+    verified are skipped; their balances wait for a later run.
     """
     minimum = registry.settings["fkod.billing.payout_minimum"]
-    result = {"created": 0, "rolled_over": 0, "skipped_no_method": 0, "sent": 0}
+    result = {"created": 0, "rolled_over": 0, "skipped_no_method": 0, "skipped_unverified": 0,
+              "sent": 0}
 
     def create(session):
         partner_ids = session.scalars(
@@ -114,6 +120,9 @@ def payout_run(registry, *, now: dt.datetime | None = None) -> dict:
             if balance < minimum:
                 result["rolled_over"] += balance > 0
                 continue
+            if partner.verification_status != "verified":
+                result["skipped_unverified"] += 1
+                continue
             if partner.payout_method not in PAYOUT_METHODS:
                 result["skipped_no_method"] += 1
                 continue
@@ -124,7 +133,8 @@ def payout_run(registry, *, now: dt.datetime | None = None) -> dict:
             result["created"] += 1
         audit.record_system(session, "payout_run.started", partner_id=None,
                             details={name: result[name]
-                                     for name in ("created", "rolled_over", "skipped_no_method")})
+                                     for name in ("created", "rolled_over", "skipped_no_method",
+                                                  "skipped_unverified")})
         return list(session.scalars(sa.select(Payout.id).where(Payout.status == "pending")
                                     .order_by(Payout.id)))
 
