@@ -31,6 +31,7 @@ from authlib.oauth2.rfc6749 import (
 from pyramid.response import Response
 
 from fkod.core.auth.models import Partner, User
+from fkod.core.auth.security import BLOCKED_PARTNER_STATUSES
 from fkod.core.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken, digest
 from fkod.core.auth.tokens import InvalidToken
 
@@ -42,8 +43,6 @@ ACCESS_TOKEN_AUDIENCE = "fkod-api"  # noqa: S105 - an audience name, not a secre
 ACCESS_TOKEN_TTL_SECONDS = 3600
 # Lifetime of a refresh token, in seconds; each refresh issues a new one.
 REFRESH_TOKEN_TTL_SECONDS = 30 * 24 * 3600
-# Partners in these states cannot use their applications.
-BLOCKED_PARTNER_STATUSES = ("suspended", "deleted")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 
