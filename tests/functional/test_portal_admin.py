@@ -14,7 +14,7 @@ from fkod.core.auth.models import Partner
 from fkod.core.billing.models import Payout, Plan
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.ids import parse_id
-from fkod.core.testing import TestClient, auth_header
+from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.marketplace.models import Integration
 from fkod.partners.models import VerificationDocument
 from fkod.portal.admin_access import ADMIN_COOKIE_NAME, ADMIN_SESSION_TTL_SECONDS
@@ -423,6 +423,7 @@ def test_ticket_thread_reply_assign_status(client, app):
 
 def test_revenue_and_payout_actions(client, app):
     partner, token = client.partner_with_token(company_name="Payee <b>Co</b>")
+    verify_partner(app, partner["id"])
     headers = auth_header(token)
     set_bank(client, headers)
     fund(app, partner, "250.00")
