@@ -9,7 +9,9 @@ broken CI service is not mistaken for a passing run.
 from __future__ import annotations
 
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -149,12 +151,29 @@ def make_postgres_database(postgres_server) -> Iterator[Callable[..., str]]:
     With ``template``, the name of a database from an earlier call, the new
     database is a copy of it, which takes a few milliseconds where running
     migrations again takes seconds. A template must have no open connections
-    while it is copied. ``drop(url)`` drops a database early; every other one
-    is dropped at the end of the session, along with any connection a test
-    left open to it.
+    while it is copied. ``drop(url)`` hands a database that is no longer
+    used to a background thread, which drops it: a drop waits for a
+    checkpoint, a second or so on a busy server, and a test need not wait.
+    Every database left is dropped at the end of the session, along with
+    any connection a test left open to it.
     """
     url, engine = postgres_server
     created: list[str] = []
+    unused: queue.Queue[str | None] = queue.Queue()
+
+    def drop(name: str) -> None:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def drop_unused() -> None:
+        while (name := unused.get()) is not None:
+            try:
+                drop(name)
+            except sa.exc.SQLAlchemyError:
+                created.append(name)  # tried again at the end of the session
+
+    dropper = threading.Thread(target=drop_unused, name="fkod-test-dropdb", daemon=True)
+    dropper.start()
 
     def create_database(template: str | None = None) -> str:
         name = f"fkod_test_{secrets.token_hex(6)}"
@@ -168,16 +187,16 @@ def make_postgres_database(postgres_server) -> Iterator[Callable[..., str]]:
 
     def drop_database(database_url: str) -> None:
         name = sa.engine.make_url(database_url).database
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         created.remove(name)
+        unused.put(name)
 
     create_database.drop = drop_database
     yield create_database
 
+    unused.put(None)
+    dropper.join()
     for name in reversed(created):
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop(name)
 
 
 @pytest.fixture(scope="session")
