@@ -31,8 +31,8 @@ from authlib.oauth2.rfc6749 import (
 from pyramid.response import Response
 
 from fkod.core.auth.models import Partner, User
-from fkod.core.auth.security import BLOCKED_PARTNER_STATUSES
 from fkod.core.auth.oauth_models import OAuthClient, OAuthConsent, OAuthToken, digest
+from fkod.core.auth.security import BLOCKED_PARTNER_STATUSES
 from fkod.core.auth.tokens import InvalidToken
 
 log = logging.getLogger(__name__)
