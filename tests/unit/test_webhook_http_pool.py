@@ -124,6 +124,9 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
 
 class KeepAliveServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's backlog of 5 drops connects beyond it, and the client's
+    # SYN retry then takes a second or more.
+    request_queue_size = 64
 
     def __init__(
         self, script: dict[tuple[int, int], Action], host: str = "127.0.0.1", port: int = 0
@@ -426,7 +429,9 @@ def test_concurrent_deliveries_share_connections(pool: WebhookConnectionPool) ->
         with ThreadPoolExecutor(max_workers=threads) as executor:
             results = list(
                 executor.map(
-                    lambda _: post(f"http://127.0.0.1:{server.port}/hook", pool),
+                    # A loaded machine can keep a thread waiting for seconds.
+                    lambda _: post(f"http://127.0.0.1:{server.port}/hook", pool,
+                                   timeout_seconds=30.0),
                     range(deliveries),
                 )
             )
