@@ -35,8 +35,8 @@ def make_settings(tmp_path: Path, db_url: str | None = None, **overrides) -> dic
         "fkod.webhooks.require_https": "false",
         "fkod.webhooks.timeout_seconds": "5",
         "fkod.metering.flush_interval_ms": "50",
-        # A test machine running several suites at once can stall a thread that
-        # holds SQLite's write lock for seconds; wait for it instead of a 503.
+        # A loaded test machine can stall the thread that holds SQLite's write
+        # lock for seconds, so requests wait for the lock instead of a 503.
         "fkod.db.sqlite_busy_timeout_ms": "30000",
         # Apps start and stop in every test; a short poll stops their workers sooner.
         "fkod.tasks.poll_interval_ms": "10",

@@ -380,7 +380,7 @@ def metadata(request):
     base = issuer_url(settings)
     scopes = [scope.name for scope in request.registry["scope_catalog"].grantable()]
     document = {
-        # The iss claim of the access tokens, as RFC 9068 asks.
+        # The iss claim of the access tokens, as RFC 9068 requires.
         "issuer": request.registry["token_signer"].issuer,
         "authorization_endpoint": base + "/oauth/authorize",
         "token_endpoint": base + "/oauth/token",
