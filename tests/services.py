@@ -151,9 +151,9 @@ def make_postgres_database(postgres_server) -> Iterator[Callable[..., str]]:
     With ``template``, the name of a database from an earlier call, the new
     database is a copy of it, which takes a few milliseconds where running
     migrations again takes seconds. A template must have no open connections
-    while it is copied. ``drop(url)`` hands a database that is no longer
-    used to a background thread, which drops it: a drop waits for a
-    checkpoint, a second or so on a busy server, and a test need not wait.
+    while it is copied. ``drop(url)`` hands a finished database to a
+    background thread that drops it. A drop waits for a checkpoint (about a
+    second on a busy server, measured here), so a test does not wait for it.
     Every database left is dropped at the end of the session, along with
     any connection a test left open to it.
     """

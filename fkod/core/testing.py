@@ -38,7 +38,7 @@ def make_settings(tmp_path: Path, db_url: str | None = None, **overrides) -> dic
         # A loaded test machine can stall the thread that holds SQLite's write
         # lock for seconds, so requests wait for the lock instead of a 503.
         "fkod.db.sqlite_busy_timeout_ms": "30000",
-        # Apps start and stop in every test; a short poll stops their workers sooner.
+        # Every test starts and stops apps, and a short poll stops their workers sooner.
         "fkod.tasks.poll_interval_ms": "10",
         # Outgoing mail stays in registry["mailer"].outbox for tests to read.
         "fkod.mail.backend": "memory",

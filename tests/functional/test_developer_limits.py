@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import socket
+from copy import deepcopy
 
 from fkod.core.testing import TestClient, auth_header
 from tests.envelope import assert_envelope
@@ -29,7 +29,7 @@ def without_idle_resets(body: dict) -> dict:
 
     An idle window resets "now", so its reset time moves between two reads.
     """
-    copy = json.loads(json.dumps(body))
+    copy = deepcopy(body)
     for entry in copy["modes"]:
         for window in entry["windows"]:
             if window["remaining"] == window["limit"]:

@@ -99,7 +99,7 @@ def payout_run(registry, *, now: dt.datetime | None = None) -> dict:
 
     Smaller balances stay where they are and roll over to the next run.
     Partners without a payout method, with an open payout or no longer
-    verified are skipped; their balances wait for a later run.
+    verified are skipped, and their balances wait for a later run.
     """
     minimum = registry.settings["fkod.billing.payout_minimum"]
     result = {"created": 0, "rolled_over": 0, "skipped_no_method": 0, "skipped_unverified": 0,
