@@ -114,28 +114,50 @@ def test_modes_counted_apart(client, app):
     client.web.get("/api/v1/mentors", headers=auth_header(live_key), status=200)
 
 
+# A burst that lasts longer than this may outlive the first hits of a 2 s
+# window, so it proves nothing; the test starts over with a new key.
+STALL_SECONDS = 1.5
+
+
 def test_key_window_resets_each_window(client):
+    for _attempt in range(5):
+        if _three_key_windows(client):
+            return
+    pytest.fail(f"every attempt had a burst longer than {STALL_SECONDS} s")
+
+
+def _three_key_windows(client) -> bool:
     _partner, key = key_for_new_partner(client, rate_limit=3, rate_limit_window=2)
     headers = auth_header(key["key"])
     for _window in range(3):
+        started = time.monotonic()
         statuses = [client.web.get("/api/v1/mentors", headers=headers, expect_errors=True)
                     .status_int for _ in range(4)]
+        refused = client.web.get("/api/v1/mentors", headers=headers, expect_errors=True)
+        if time.monotonic() - started > STALL_SECONDS:
+            return False
         assert statuses == [200, 200, 200, 429]
-        retry_after = int(client.web.get("/api/v1/mentors", headers=headers, status=429)
-                          .headers["Retry-After"])
+        assert refused.status_int == 429
+        retry_after = int(refused.headers["Retry-After"])
         assert 1 <= retry_after <= 2
         # One sub-bucket of a 2 s window is about 34 ms; wait a little past it.
         time.sleep(retry_after + 0.1)
+    return True
 
 
 def test_rejected_calls_not_counted(client, app):
-    partner, key = key_for_new_partner(client, rate_limit=2, rate_limit_window=2)
-    put_partner_on_plan(app, partner["id"], per_hour=5, per_day=None)
-    headers = auth_header(key["key"])
-    for _ in range(2):
-        client.web.get("/api/v1/mentors", headers=headers, status=200)
-    for _ in range(5):
-        client.web.get("/api/v1/mentors", headers=headers, status=429)
+    for _attempt in range(5):
+        partner, key = key_for_new_partner(client, rate_limit=2, rate_limit_window=2)
+        put_partner_on_plan(app, partner["id"], per_hour=5, per_day=None)
+        headers = auth_header(key["key"])
+        started = time.monotonic()
+        statuses = [client.web.get("/api/v1/mentors", headers=headers, expect_errors=True)
+                    .status_int for _ in range(7)]
+        if time.monotonic() - started <= STALL_SECONDS:
+            break
+    else:
+        pytest.fail(f"every attempt had a burst longer than {STALL_SECONDS} s")
+    assert statuses == [200, 200, 429, 429, 429, 429, 429]
     time.sleep(2.1)
     response = client.web.get("/api/v1/mentors", headers=headers, status=200)
     # Two admitted calls and this one count in the hourly window; the five rejected do not.
