@@ -114,8 +114,8 @@ def test_modes_counted_apart(client, app):
     client.web.get("/api/v1/mentors", headers=auth_header(live_key), status=200)
 
 
-# A burst that lasts longer than this may outlive the first hits of a 2 s
-# window, so it proves nothing; the test starts over with a new key.
+# A burst longer than this may outlive the first hits of a 2 s window, so the
+# test discards it and starts over with a new key.
 STALL_SECONDS = 1.5
 
 
@@ -133,12 +133,12 @@ def _three_key_windows(client) -> bool:
         started = time.monotonic()
         statuses = [client.web.get("/api/v1/mentors", headers=headers, expect_errors=True)
                     .status_int for _ in range(4)]
-        refused = client.web.get("/api/v1/mentors", headers=headers, expect_errors=True)
+        rejected = client.web.get("/api/v1/mentors", headers=headers, expect_errors=True)
         if time.monotonic() - started > STALL_SECONDS:
             return False
         assert statuses == [200, 200, 200, 429]
-        assert refused.status_int == 429
-        retry_after = int(refused.headers["Retry-After"])
+        assert rejected.status_int == 429
+        retry_after = int(rejected.headers["Retry-After"])
         assert 1 <= retry_after <= 2
         # One sub-bucket of a 2 s window is about 34 ms; wait a little past it.
         time.sleep(retry_after + 0.1)
