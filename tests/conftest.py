@@ -43,48 +43,102 @@ def migrated_postgres_template(make_postgres_database) -> str:
     return sa.engine.make_url(url).database
 
 
-@pytest.fixture
-def stack_settings(request, tmp_path, migrated_sqlite_template):
-    """Settings for the stack under test: embedded SQLite, or PostgreSQL with Redis."""
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "shared_app: run on the module's application instead of building one")
+
+
+def _settings_for_stack(request, directory):
+    """Yield settings for the stack under test on a new database, then drop the database."""
     if STACK == "production":
         template = request.getfixturevalue("migrated_postgres_template")
         make_database = request.getfixturevalue("make_postgres_database")
         postgres = make_database(template=template)
         redis_url = request.getfixturevalue("redis_url")
         namespace = os.urandom(4).hex()
-        yield make_settings(tmp_path, db_url=postgres, extra={
+        yield make_settings(directory, db_url=postgres, extra={
             "fkod.redis.url": redis_url,
             "fkod.ratelimit.backend": "redis",
             "fkod.metering.backend": "redis",
             "fkod.redis.key_prefix": f"fkod-test:{namespace}:",
             "fkod.tasks.broker": "redis",
         })
-        # After app_factory has shut the test's applications down. Dropping
-        # now keeps a run of thousands of tests from filling the disk.
+        # After the applications are shut down. Dropping now keeps a run of
+        # thousands of tests from filling the disk.
         make_database.drop(postgres)
         return
-    shutil.copy(migrated_sqlite_template, tmp_path / "fkod.sqlite")
-    yield make_settings(tmp_path)
+    shutil.copy(request.getfixturevalue("migrated_sqlite_template"), directory / "fkod.sqlite")
+    yield make_settings(directory)
 
 
-@pytest.fixture
-def app_factory(stack_settings):
-    """Build applications on the test's database; each is shut down after the test."""
+def _application_builder(settings):
+    """Return a function that builds applications on these settings, and the list it fills."""
     built = []
 
     def build(**overrides):
-        settings = dict(stack_settings)
-        settings.update(overrides)
-        app = make_app(settings)
+        app = make_app({**settings, **overrides})
         built.append(app)
         if not app.registry["tasks"].in_process:
             app.registry["tasks"].start()
         return app
 
-    yield build
+    return build, built
+
+
+def _shut_down(built, settings) -> None:
     for app in built:
         shutdown(app.registry)
-    _delete_redis_keys(stack_settings)
+    _delete_redis_keys(settings)
+
+
+@pytest.fixture
+def stack_settings(request, tmp_path):
+    """Settings for the stack under test: embedded SQLite, or PostgreSQL with Redis."""
+    yield from _settings_for_stack(request, tmp_path)
+
+
+@pytest.fixture
+def app_factory(request):
+    """Build applications on the test's database; each is shut down after the test.
+
+    A test marked ``shared_app`` gets ``module_app_factory`` instead.
+    """
+    if request.node.get_closest_marker("shared_app"):
+        yield request.getfixturevalue("module_app_factory")
+        return
+    settings = request.getfixturevalue("stack_settings")
+    build, built = _application_builder(settings)
+    yield build
+    _shut_down(built, settings)
+
+
+@pytest.fixture(scope="module")
+def module_app_factory(request, tmp_path_factory):
+    """Build applications on one database for the tests of a module in a test process.
+
+    Each set of setting overrides builds one application, which every later
+    request for it gets back. Building one costs about a third of a second of
+    CPU, so parametrized validation tests that start from a partner of their
+    own share them.
+    """
+    settings_source = _settings_for_stack(request, tmp_path_factory.mktemp("module"))
+    settings = next(settings_source)
+    build, built = _application_builder(settings)
+    apps = {}
+
+    def app_for(**overrides):
+        # Every test of the module signs up from 127.0.0.1, so the per-address
+        # limits of the operations that need no credentials are out of the way.
+        overrides = {"fkod.ratelimit.per_address_per_minute": "1000000",
+                     "fkod.ratelimit.per_address_per_hour": "1000000", **overrides}
+        key = tuple(sorted(overrides.items()))
+        if key not in apps:
+            apps[key] = build(**overrides)
+        return apps[key]
+
+    yield app_for
+    _shut_down(built, settings)
+    next(settings_source, None)
 
 
 def _delete_redis_keys(settings) -> None:
@@ -104,6 +158,11 @@ def _delete_redis_keys(settings) -> None:
 
 @pytest.fixture
 def app(app_factory):
+    """The application under test, built for this test or shared by the module.
+
+    A test marked ``shared_app`` gets one built for the whole module, so it
+    must not count rows, mails or usage that other tests may have written.
+    """
     return app_factory()
 
 

@@ -76,6 +76,7 @@ def test_create_duplicate_email_rejected(client, app, headers):
     assert len(entries(app, "admin.created")) == 1
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("body,field", [
     (new_admin_body(password="eleven char"), "password"),
     (new_admin_body(password="x" * 257), "password"),

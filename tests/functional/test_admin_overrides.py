@@ -59,6 +59,7 @@ def mentors(client, key: str, status: int = 200):
 # Validation ---------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("body,field", [
     ({}, ""),
     ({"commission_rate": 0.25}, "commission_rate"),

@@ -159,6 +159,7 @@ def test_decision_needs_submitted(client, app, headers, verification_status, dec
     assert stored(app, AuditEntry, AuditEntry.action.startswith("partner.verification")) == []
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("body,field", [
     ({}, "decision"),
     ({"decision": "maybe"}, "decision"),
@@ -260,6 +261,7 @@ def test_reactivate_needs_suspension(client, app, headers, initial):
     assert load_partner(app, partner["id"]).status == initial
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("path,body,field", [
     ("suspend", {}, "reason"),
     ("suspend", {"reason": ""}, "reason"),

@@ -147,6 +147,7 @@ def test_sort_verification_queue(client, app, headers):
     assert newest_first == [["never"], ["late"], ["early"]]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("query,field", [
     ("status=closed", "status"),
     ("verification_status=approved", "verification_status"),
@@ -331,6 +332,7 @@ def test_tickets_listed_per_partner(client, app, headers):
     assert response.json["data"][0]["status"] == "open"
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("path,query,field", [
     ("api-keys", "status=deleted", "status"),
     ("api-keys", "mode=prod", "mode"),

@@ -252,6 +252,7 @@ def test_unknown_ticket_not_found(client, support):
 # Replies ------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("before", "status", "after"), [
     ("open", None, "in_progress"),
     ("in_progress", None, "in_progress"),

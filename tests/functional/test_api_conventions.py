@@ -286,6 +286,7 @@ def test_operations_reject_garbage_credentials(client, app, subtests):
 # Request bodies -----------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("raw", list(MALFORMED_BODIES.values()), ids=list(MALFORMED_BODIES))
 def test_malformed_body_rejected(client, app, world, subtests, raw):
     operations = body_operations(app)
@@ -330,6 +331,7 @@ def test_non_json_content_type_rejected(client, app, world, subtests, content_ty
 KNOWN_BODY_OPERATIONS = sorted(item for item in KNOWN_OPERATIONS if item[0] in ("POST", "PUT"))
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("method,path", KNOWN_BODY_OPERATIONS,
                          ids=[f"{method} {path}" for method, path in KNOWN_BODY_OPERATIONS])
 def test_json_charset_parameter_accepted(client, app, world, method, path):

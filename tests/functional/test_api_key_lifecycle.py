@@ -72,6 +72,7 @@ def test_update_fields(client, owner):
     assert body["allowed_ips"] == ["10.0.0.0/8", "203.0.113.7/32"]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("body", "field"), [
     ({"scopes": ["users:fly"]}, "scopes"),
     ({"scopes": ["admin:write"]}, "scopes"),

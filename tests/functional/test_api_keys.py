@@ -170,6 +170,7 @@ def test_admin_scope_rejected(client, app, owner):
     assert count_keys(app) == 0
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", [
     ("scopes", []),
     ("scopes", "users:read"),
@@ -293,6 +294,7 @@ def test_limit_bounds_accepted(client, owner):
     assert largest["next_cursor"] is None
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("query", [
     "limit=-1", "limit=0", "limit=101", "limit=1000000", "limit=9223372036854775808",
     "limit=1.5", "limit=1e3", "limit=abc", "limit=", "limit=5&limit=50", "limit=%2B5",
@@ -306,6 +308,7 @@ def test_invalid_limit_rejected(client, owner, query):
     assert {error["location"] for error in body["errors"]} == {"querystring"}
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("cursor", ["%00", "garbage", "", "aWQ6LTE", "%C3%A9", "x" * 300])
 def test_invalid_cursor_rejected(client, owner, cursor):
     response = client.web.get(f"{KEYS_PATH}?cursor={cursor}", headers=owner, status=400)

@@ -65,6 +65,7 @@ def test_pin_can_change(client, token, mentor):
     assert response.headers["FKOD-Version"] == versions.FIRST_VERSION
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("value", ["2020-01-01", "latest", "", "2026-12-01x", "é"])
 def test_unknown_version_lists_known(client, token, value):
     key = client.create_key(token, scopes=("mentors:read",))

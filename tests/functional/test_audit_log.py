@@ -233,6 +233,7 @@ BAD_PARTNER_QUERIES = [
 ]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("query,field", BAD_PARTNER_QUERIES)
 def test_partner_rejects_bad_filters(client, member, query, field):
     response = client.web.get(f"{AUDIT}?{query}", headers=member.headers, status=400)
@@ -266,6 +267,7 @@ def test_admin_filters(client, app):
     assert admin_actions("actor_type=admin&action=admin.*") == ["None admin.login"]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("query,field", [
     ("partner_id=abc", "partner_id"),
     ("partner_id=user_1", "partner_id"),

@@ -332,6 +332,7 @@ def test_payout_retried_with_idempotency_key(client, app, funded):
     assert len(payout_rows(app, partner)) == 1
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("amount", [
     "-5.00", -5, "0", "0.00", 0, "10.005", 10.005, "abc", "", True, [1], {},
     "1e3", "NaN",

@@ -256,6 +256,7 @@ def test_signature_covers_the_raw_bytes(stripe_client):
     assert refused["code"] == "invalid_signature"
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("offset", "status"), [
     (0, 200), (-299, 200), (299, 200), (-301, 400), (301, 400), (3600, 400), (-3600, 400)])
 def test_signature_timestamp_tolerance(stripe_client, offset, status):

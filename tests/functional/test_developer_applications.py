@@ -293,6 +293,7 @@ INVALID_BODIES = {
 }
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("fields", "field"), list(INVALID_BODIES.values()),
                          ids=list(INVALID_BODIES))
 def test_invalid_application_refused(client, app, owner, fields, field):
@@ -310,6 +311,7 @@ DANGEROUS_URLS = ["javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:ale
                   "vbscript:x", "file:///etc/passwd", "//evil.test/x"]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field", ["logo_uri", "client_uri", "policy_uri", "tos_uri",
                                    "redirect_uris"])
 @pytest.mark.parametrize("url", DANGEROUS_URLS)
@@ -459,6 +461,7 @@ def test_update_clears_link_with_null(client, owner):
     assert body["links"]["policy_uri"] is None
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("fields", "field"), [
     ({"client_type": "public"}, "client_type"),
     ({"mode": "live"}, "mode"),

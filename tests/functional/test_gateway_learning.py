@@ -210,6 +210,7 @@ PLACEHOLDER_IDS = {
 # Authentication -----------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_missing_key_rejected(client, route):
     response = call(client, route, PLACEHOLDER_IDS, {})
@@ -218,6 +219,7 @@ def test_missing_key_rejected(client, route):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("key", ["sk_test_short", "sk_prod_" + "a" * 43, "sk_test_" + "!" * 43,
                                  "sk_test_" + "a" * 44, "pk_test_" + "a" * 43])
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
@@ -227,6 +229,7 @@ def test_malformed_key_rejected(client, route, key):
     assert_envelope(response, 401, "invalid_api_key")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_unknown_key_rejected(client, tenant, route):
     unknown = "sk_test_" + secrets.token_urlsafe(32)
@@ -236,6 +239,7 @@ def test_unknown_key_rejected(client, tenant, route):
     assert_envelope(response, 401, "invalid_api_key")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_login_token_is_not_a_key(client, tenant, route):
     response = call(client, route, PLACEHOLDER_IDS, auth_header(tenant.token))
@@ -243,6 +247,7 @@ def test_login_token_is_not_a_key(client, tenant, route):
     assert_envelope(response, 401, "invalid_api_key")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_key_without_scope_forbidden(client, route):
     other_scopes = [scope for scope in PARTNER_SCOPES if scope != route.scope]
@@ -255,6 +260,7 @@ def test_key_without_scope_forbidden(client, route):
     assert route.scope in body["errors"][0]["description"]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_suspended_partner_key_forbidden(client, app, tenant, route):
     update_row(app, Partner, tenant.partner_id, status="suspended")
@@ -264,6 +270,7 @@ def test_suspended_partner_key_forbidden(client, app, tenant, route):
     assert_envelope(response, 403, "partner_suspended")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_expired_key_rejected(client, app, tenant, route):
     update_row(app, ApiKey, tenant.key_id, expires_at=utcnow() - dt.timedelta(minutes=1))
@@ -273,6 +280,7 @@ def test_expired_key_rejected(client, app, tenant, route):
     assert_envelope(response, 401, "api_key_expired")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_revoked_key_rejected(client, app, tenant, route):
     update_row(app, ApiKey, tenant.key_id, status="revoked", revoked_at=utcnow())
@@ -393,6 +401,7 @@ def test_user_email_not_partner_login(client, tenant):
     client.register_partner(email="future-owner@acme.example")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("body,field", [
     ({}, "email"),
     ({"email": "not-an-email"}, "email"),
@@ -533,6 +542,7 @@ ID_ROUTES = [
 ]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 @pytest.mark.parametrize("method,pattern,kind", ID_ROUTES,
                          ids=[f"{method} {pattern}" for method, pattern, _kind in ID_ROUTES])
@@ -545,6 +555,7 @@ def test_bad_path_id_not_found(client, ids, tenant, method, pattern, kind, bad_i
     assert_envelope(response, 404, "not_found")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("user_id", ["user_abc", "user_", "42", 42, None,
                                      "user_99999999999999999999"])
 def test_bad_body_user_id_rejected(client, ids, tenant, user_id):

@@ -179,6 +179,7 @@ def test_every_gateway_operation_needs_a_scope(client):
     assert [entry for entry in gateway_operations if not entry[2]] == []
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", USERS), ("GET", "/api/v1/courses"), ("GET", "/api/v1/mentors"),
     ("POST", USERS), ("POST", "/api/v1/courses"),
@@ -359,6 +360,7 @@ def forge_other_key(tenant, client_id: str, user: str, *, keep_kid: bool) -> str
     return jwt.encode(header, payload, other)
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("forgery", ["none", "hs256", "other_key", "unknown_kid", "wrong_aud",
                                      "wrong_iss", "login_token", "garbage"])
 def test_forged_tokens_refused(client, tenant, forgery):

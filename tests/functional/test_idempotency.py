@@ -208,6 +208,7 @@ def test_key_with_other_query_is_422(client, caller):
 # Header values ----------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("value", [
     pytest.param("", id="empty"),
     pytest.param("k" * 256, id="256_characters"),

@@ -49,6 +49,7 @@ def error_names(response) -> list[str]:
 # Valid prices ---------------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("given", "shown"), [
     ("0.001", "0.001000"),
     ("0.000001", "0.000001"),
@@ -87,17 +88,22 @@ def test_free_has_no_price(client, owner):
 # Invalid prices -------------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("value", [
     "0", "0.000000", 0, "-0.01", -1, "1.0000001", "1.000001", "2", 2, "0.0000001",
     "0.1234567", 0.001, 1.0, True, "abc", "", "0.5.1", "1e-3", "0x1", "NaN", "Infinity",
     "9" * 500, [], {},
 ])
 def test_create_rejects_bad_price(client, app, owner, value):
+    count = sa.select(sa.func.count()).select_from(Integration)
+    with Session(app.registry["db.engine"]) as session:
+        before = session.scalar(count)
+
     response = create(client, owner, status=400, pricing_model="paid", price_per_call=value)
 
     assert error_names(response) == ["price_per_call"], value
     with Session(app.registry["db.engine"]) as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(Integration)) == 0
+        assert session.scalar(count) == before
 
 
 def test_float_price_rejected_with_hint(client, owner):

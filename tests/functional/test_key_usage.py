@@ -212,6 +212,7 @@ def test_usage_of_other_partners_key_is_404(client, owner):
     assert_envelope(response, 404, "not_found")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("key_id", [
     "key_abc", "user_1", "key_", "key_99999999999", "key_-1", "key_1.0", "123",
 ])
@@ -231,6 +232,7 @@ def test_usage_unknown_key_is_404(client, owner):
     assert_envelope(response, 404, "not_found")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("query, field", [
     ("?days=0", "days"),
     ("?days=91", "days"),

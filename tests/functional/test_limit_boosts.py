@@ -255,6 +255,7 @@ def test_expired_boost_allows_new_one(client, app, owner):
     assert [boost["status"] for boost in listed] == ["active", "expired"]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(
     ("fields", "name"),
     [

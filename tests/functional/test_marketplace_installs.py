@@ -358,6 +358,7 @@ def test_refused_reinstall_keeps_uninstalled(hook_client, hook_app, customer, in
     assert stored_integration(hook_app, integration).install_count == 0
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("status", ["draft", "in_review", "rejected", "unpublished"])
 def test_unlisted_integration_not_found(hook_client, hook_app, customer, publisher, status):
     integration_id = add_integration(hook_app, publisher.partner_id, status=status)

@@ -610,6 +610,7 @@ def test_accept_unknown_token(client, token):
     assert_envelope(response, 404, "invitation_not_found")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("body", [{}, {"name": "Only Name"}, {"password": TEST_PASSWORD}])
 def test_accept_needs_name_and_password(client, team, body):
     email = new_email()

@@ -263,6 +263,7 @@ def test_library_wrong_verifier_burns_code(partner):
 # redirect_uri ------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("variant", [
     REDIRECT_URI + "/", "http://LOCALHOST:9/callback", "http://127.0.0.1:9/callback",
     "http://localhost:9/CALLBACK", REDIRECT_URI + "/extra", REDIRECT_URI + "?next=1",

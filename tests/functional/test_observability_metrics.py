@@ -120,6 +120,7 @@ def test_webhook_deliveries_counted(client, make_receiver):
     assert len(receiver.requests) == 2
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("environ, headers", [
     (OUTSIDE, {}),
     (OUTSIDE, {"X-Forwarded-For": "127.0.0.1"}),  # no trusted proxy: the header is ignored

@@ -189,6 +189,7 @@ def test_disabled_plugin_leaves_document(client):
     assert "/api/v1/users" in client.web.get(DOCUMENT).json["paths"]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("path", ["/api/openapi.json", "/api/developers/documentation",
                                   "/api/developers/samples"])
 def test_own_operations_described(client, path):

@@ -187,6 +187,7 @@ def test_register_missing_field_rejected(client, app, field):
     assert count_accounts(app) == before
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", [
     ("company_name", 123),
     ("company_name", ""),
@@ -222,6 +223,7 @@ def test_register_incomplete_address_rejected(client, app):
     assert "address.country" in names
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", list(SERVER_OWNED_FIELDS.items()),
                          ids=list(SERVER_OWNED_FIELDS))
 def test_register_server_field_rejected(client, app, field, value):
@@ -234,6 +236,7 @@ def test_register_server_field_rejected(client, app, field, value):
     assert count_accounts(app) == before
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field", ["company_name", "email", "password", "name", "description"])
 def test_register_nul_character_rejected(client, app, field):
     value = "owner\u0000@acme.example" if field == "email" else "a\u0000b" + "c" * 10
@@ -246,6 +249,7 @@ def test_register_nul_character_rejected(client, app, field):
     assert count_accounts(app) == before
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field", LINK_FIELDS)
 @pytest.mark.parametrize("url", UNSAFE_LINKS)
 def test_register_unsafe_link_rejected(client, app, field, url):
@@ -368,6 +372,7 @@ def test_update_empty_body_rejected(client, partner):
     assert_envelope(response, 400, "validation_failed")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", list(SERVER_OWNED_FIELDS.items()),
                          ids=list(SERVER_OWNED_FIELDS))
 def test_update_server_field_rejected(client, app, partner, field, value):
@@ -397,6 +402,7 @@ def test_update_nul_character_rejected(client, app, partner):
     assert stored_partner(app, partner["registered"]["partner"]["id"]).description is None
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("field", LINK_FIELDS)
 @pytest.mark.parametrize("url", UNSAFE_LINKS)
 def test_update_unsafe_link_rejected(client, app, partner, field, url):
@@ -430,6 +436,7 @@ def test_resigned_token_accepted(client, app, partner):
     client.web.get("/api/partners/me", headers=auth_header(token), status=200)
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("change", [
     {"exp": -120, "iat": -3720},
     {"aud": "another-audience"},
@@ -496,6 +503,7 @@ def test_hmac_with_public_key_rejected(client, app, partner):
     assert_envelope(response, 401, "invalid_token")
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "eyJ.eyJ.sig", "x" * 5000,
                                    "two words"])
 def test_garbage_token_rejected(client, token):

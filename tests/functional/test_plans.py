@@ -185,6 +185,7 @@ def test_duplicate_code_is_409(client, superadmin):
     assert assert_envelope(seeded, 409, "plan_code_taken")["errors"][0]["name"] == "code"
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("fields", "name", "words"), [
     ({"currency": "EUR"}, "currency", "other currencies are rejected"),
     ({"price_monthly": "-1.00"}, "price_monthly", "0 or more"),

@@ -276,6 +276,7 @@ def _number(ticket: dict) -> int:
     return parse_id("tkt", ticket["id"])
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("sort", ["created_at", "-created_at", "priority", "-priority"])
 def test_list_sorts_across_pages(client, owner, five_tickets, sort):
     descending = sort.startswith("-")
@@ -302,6 +303,7 @@ def test_list_sorts_by_update(client, owner, five_tickets):
                                                             second["id"]]
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("query", "expected_indexes"), [
     ("priority=urgent", [3, 1]),
     ("priority=low", [0]),
@@ -513,6 +515,7 @@ def test_reply_accepts_longest_body(client, owner):
     assert len(response.json["body"]) == 10_000
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("before", ["open", "in_progress", "waiting_on_partner", "resolved"])
 def test_close_from_each_status(client, app, owner, before):
     ticket = create(client, owner).json

@@ -484,6 +484,7 @@ def test_evidence_on_closed_ticket_conflicts(client, app, owner):
     assert evidence_rows(app) == 0
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("status", ["in_progress", "waiting_on_partner", "resolved"])
 def test_evidence_keeps_ticket_status(client, app, owner, status):
     with Session(app.registry["db.engine"]) as session, session.begin():

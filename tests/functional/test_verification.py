@@ -184,6 +184,7 @@ INVALID_SUBMISSIONS = {
 }
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("changes", "field"), list(INVALID_SUBMISSIONS.values()),
                          ids=list(INVALID_SUBMISSIONS))
 def test_submit_invalid_rejected(client, app, owner, changes, field):
@@ -267,6 +268,7 @@ def test_short_tax_id_fully_masked(client, owner):
 # Documents ----------------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("data", "content_type", "filename"), [
     (PDF, "application/pdf", "registration.pdf"),
     (PNG, "image/png", "scan.png"),
@@ -316,6 +318,7 @@ def test_renamed_executable_rejected(client, app, owner, tmp_path):
         path.is_file() for path in (tmp_path / "documents").rglob("*"))
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("data", "declared"), [
     (PNG, "application/pdf"), (PDF, "image/jpeg"), (JPEG, "image/png"),
     (PDF, "application/octet-stream"), (PDF, "text/plain"),
@@ -397,6 +400,7 @@ MALFORMED_FORMS = {
 }
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("body", "code"), list(MALFORMED_FORMS.values()),
                          ids=list(MALFORMED_FORMS))
 def test_malformed_form_rejected(client, app, owner, body, code):
@@ -430,6 +434,7 @@ def test_well_formed_raw_form_accepted(client, owner):
     assert response.json["kind"] == "bank"
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize(("filename", "kept"), [
     ("../../etc/passwd.pdf", "passwd.pdf"),
     ("C:\\fakepath\\statement.pdf", "statement.pdf"),

@@ -199,6 +199,7 @@ def test_response_shows_no_secret(captured):
 # The body the receiver verified is not the body sent ------------------------------
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("encode, difference", [
     (lambda value: json.dumps(value, separators=(",", ":"), sort_keys=True), "key_order"),
     (lambda value: json.dumps(value, indent=2, ensure_ascii=False), "whitespace"),
@@ -456,6 +457,7 @@ HEX = "0" * 64
 BASE64 = base64.b64encode(bytes(32)).decode()
 
 
+@pytest.mark.shared_app
 @pytest.mark.parametrize("body, code, field", [
     ({"signature": "t=abc,v1=" + HEX}, "malformed_timestamp", "signature"),
     ({"signature": "t=,v1=" + HEX}, "malformed_timestamp", "signature"),
