@@ -44,8 +44,17 @@ def migrated_postgres_template(make_postgres_database) -> str:
 
 
 def pytest_configure(config):
+    # A module whose tests each start from a partner of their own, and count
+    # nothing that other tests write, sets pytestmark = pytest.mark.shared_app.
     config.addinivalue_line(
-        "markers", "shared_app: run on the module's application instead of building one")
+        "markers", "shared_app(shared=True): run on the module's application instead of "
+        "building one; shared_app(False) on a test overrides the mark of its module")
+
+
+def uses_shared_app(request) -> bool:
+    """Return True when the nearest ``shared_app`` mark of the test selects the module's app."""
+    marker = request.node.get_closest_marker("shared_app")
+    return marker is not None and marker.args[:1] != (False,)
 
 
 def _settings_for_stack(request, directory):
@@ -101,42 +110,39 @@ def stack_settings(request, tmp_path):
 def app_factory(request):
     """Build applications on the test's database; each is shut down after the test.
 
-    A test marked ``shared_app`` gets ``module_app_factory`` instead.
+    In a test marked ``shared_app``, a call without overrides returns the
+    module's application, and other calls build applications on the module's
+    database that stop after the test.
     """
-    if request.node.get_closest_marker("shared_app"):
-        yield request.getfixturevalue("module_app_factory")
-        return
-    settings = request.getfixturevalue("stack_settings")
-    build, built = _application_builder(settings)
-    yield build
+    if uses_shared_app(request):
+        settings, module_app = request.getfixturevalue("module_stack")
+        # A Redis namespace of their own keeps the workers of these applications
+        # from taking tasks, such as mails, that the module's application queued.
+        namespace = settings.get("fkod.redis.key_prefix", "fkod-test:") + os.urandom(4).hex() + ":"
+        settings = {**settings, "fkod.redis.key_prefix": namespace}
+        build, built = _application_builder(settings)
+        yield lambda **overrides: build(**overrides) if overrides else module_app
+    else:
+        settings = request.getfixturevalue("stack_settings")
+        build, built = _application_builder(settings)
+        yield build
     _shut_down(built, settings)
 
 
 @pytest.fixture(scope="module")
-def module_app_factory(request, tmp_path_factory):
-    """Build applications on one database for the tests of a module in a test process.
+def module_stack(request, tmp_path_factory):
+    """Settings on one database for the shared tests of a module, and their application.
 
-    Each set of setting overrides builds one application, which every later
-    request for it gets back. Building one costs about a third of a second of
-    CPU, so parametrized validation tests that start from a partner of their
-    own share them.
+    Building an application costs about a third of a second of CPU, so tests
+    that start from a partner of their own share one per module and test process.
     """
     settings_source = _settings_for_stack(request, tmp_path_factory.mktemp("module"))
-    settings = next(settings_source)
+    # Every test of the module signs up from 127.0.0.1, so the per-address
+    # limits of the operations that need no credentials are off.
+    settings = {**next(settings_source), "fkod.ratelimit.per_address_per_minute": "0",
+                "fkod.ratelimit.per_address_per_hour": "0"}
     build, built = _application_builder(settings)
-    apps = {}
-
-    def app_for(**overrides):
-        # Every test of the module signs up from 127.0.0.1, so the per-address
-        # limits of the operations that need no credentials are out of the way.
-        overrides = {"fkod.ratelimit.per_address_per_minute": "1000000",
-                     "fkod.ratelimit.per_address_per_hour": "1000000", **overrides}
-        key = tuple(sorted(overrides.items()))
-        if key not in apps:
-            apps[key] = build(**overrides)
-        return apps[key]
-
-    yield app_for
+    yield settings, build()
     _shut_down(built, settings)
     next(settings_source, None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 import webtest
 from cornice.service import get_services
@@ -23,6 +24,8 @@ from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.testing import TestClient, auth_header
 from tests.envelope import assert_envelope
+
+pytestmark = pytest.mark.shared_app
 
 LOGIN = "/api/admin/auth/login"
 PARTNER = "/api/admin/partners/{id}"
@@ -108,6 +111,7 @@ def test_login_returns_admin_token(client, app):
     assert claims["role"] == "support"
 
 
+@pytest.mark.shared_app(False)
 def test_login_audited(client, app):
     admin = create_admin(app)
 
@@ -122,6 +126,7 @@ def test_login_audited(client, app):
     assert entry.ip_address == "127.0.0.7"
 
 
+@pytest.mark.shared_app(False)
 def test_wrong_password_rejected_and_audited(client, app):
     admin = create_admin(app)
 
@@ -167,6 +172,7 @@ def test_admin_success_clears_failures(app_factory):
     assert admin_login(client, admin["email"])
 
 
+@pytest.mark.shared_app(False)
 def test_unknown_email_audited_without_email(client, app):
     typed = "typed-password-by-mistake@nowhere.example"
 
@@ -180,6 +186,7 @@ def test_unknown_email_audited_without_email(client, app):
     assert typed not in str(entry.details)
 
 
+@pytest.mark.shared_app(False)
 def test_disabled_admin_cannot_log_in(client, app):
     admin = create_admin(app, status="disabled")
 

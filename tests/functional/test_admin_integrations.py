@@ -18,6 +18,8 @@ from fkod.core.webhooks.models import Event, WebhookEvent
 from fkod.marketplace.models import Integration
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 ADMIN_INTEGRATIONS = "/api/admin/integrations"
 PARTNER_INTEGRATIONS = "/api/partners/integrations"
 STATUSES = ("draft", "in_review", "published", "rejected", "unpublished")
@@ -141,6 +143,7 @@ def test_list_puts_review_queue_first(client, app, member, support):
     assert item["submitted_at"].startswith("2020-")
 
 
+@pytest.mark.shared_app(False)
 def test_list_pages_through_queue(client, app, member, support):
     ids = [submitted(client, member, name=f"Queued {number}")["id"] for number in range(3)]
     ids += [create(client, member, name=f"Draft {number}")["id"] for number in range(2)]

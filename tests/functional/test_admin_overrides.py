@@ -16,6 +16,8 @@ from fkod.core.ids import parse_id
 from fkod.core.testing import TestClient, auth_header
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 PARTNERS = "/api/admin/partners"
 
 
@@ -59,7 +61,6 @@ def mentors(client, key: str, status: int = 200):
 # Validation ---------------------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("body,field", [
     ({}, ""),
     ({"commission_rate": 0.25}, "commission_rate"),
@@ -172,6 +173,7 @@ def test_clearing_overrides(client, app, headers):
     assert body["rate_limit_overrides"] is None
 
 
+@pytest.mark.shared_app(False)
 def test_unchanged_overrides_not_audited(client, app, headers):
     partner = client.register_partner()["partner"]
     put_overrides(client, headers, partner["id"], {"commission_rate": "0.3"})

@@ -16,6 +16,8 @@ from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks.models import Event
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 PARTNERS = "/api/admin/partners"
 
 
@@ -119,6 +121,7 @@ def test_approve_keeps_suspension(client, app, headers):
     assert body["status"] == "suspended"
 
 
+@pytest.mark.shared_app(False)
 def test_reject_keeps_reason(client, app, headers):
     partner = submitted_partner(client, app)
 
@@ -145,6 +148,7 @@ def test_resubmitted_after_rejection_can_be_approved(client, app, headers):
     assert body["verification_rejection_reason"] is None
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("verification_status", ["unverified", "verified", "rejected"])
 @pytest.mark.parametrize("decision", ["approve", "reject"])
 def test_decision_needs_submitted(client, app, headers, verification_status, decision):
@@ -159,7 +163,6 @@ def test_decision_needs_submitted(client, app, headers, verification_status, dec
     assert stored(app, AuditEntry, AuditEntry.action.startswith("partner.verification")) == []
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("body,field", [
     ({}, "decision"),
     ({"decision": "maybe"}, "decision"),
@@ -209,6 +212,7 @@ def reactivate(client, headers, partner_id: str, body: dict | None = None, statu
                                 headers=headers, status=status)
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("initial", ["pending", "active"])
 def test_suspend_from_pending_or_active(client, app, headers, initial):
     partner = client.register_partner()["partner"]
@@ -233,6 +237,7 @@ def test_suspend_twice_rejected(client, app, headers):
     assert load_partner(app, partner["id"]).suspension_reason == "First"
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("verification_status,expected", [
     ("verified", "active"), ("unverified", "pending"), ("submitted", "pending"),
     ("rejected", "pending")])
@@ -261,7 +266,6 @@ def test_reactivate_needs_suspension(client, app, headers, initial):
     assert load_partner(app, partner["id"]).status == initial
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("path,body,field", [
     ("suspend", {}, "reason"),
     ("suspend", {"reason": ""}, "reason"),

@@ -14,6 +14,8 @@ from fkod.core.testing import auth_header
 from fkod.partners.models import SupportTicket
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 PARTNERS = "/api/admin/partners"
 
 
@@ -70,6 +72,7 @@ def test_list_newest_first_by_default(client, headers):
     assert item["plan"] == "free"
 
 
+@pytest.mark.shared_app(False)
 def test_list_filters_by_status(client, app, headers):
     register(client, "pending one")
     suspended = register(client, "suspended one")
@@ -112,6 +115,7 @@ def test_search_covers_contact_email(client, headers):
     assert names(response) == ["Zeta Learning"]
 
 
+@pytest.mark.shared_app(False)
 def test_sort_by_company_name_pages(client, headers):
     for name in ("delta", "alpha", "echo", "bravo", "charlie", "bravo"):
         register(client, name)
@@ -123,6 +127,7 @@ def test_sort_by_company_name_pages(client, headers):
     assert descending == [["echo", "delta", "charlie", "bravo"], ["bravo", "alpha"]]
 
 
+@pytest.mark.shared_app(False)
 def test_sort_created_at_pages(client, headers):
     for name in ("one", "two", "three"):
         register(client, name)
@@ -131,6 +136,7 @@ def test_sort_created_at_pages(client, headers):
     assert all_pages(client, headers, "limit=2") == [["three", "two"], ["one"]]
 
 
+@pytest.mark.shared_app(False)
 def test_sort_verification_queue(client, app, headers):
     now = utcnow()
     late = register(client, "late")
@@ -147,7 +153,6 @@ def test_sort_verification_queue(client, app, headers):
     assert newest_first == [["never"], ["late"], ["early"]]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("query,field", [
     ("status=closed", "status"),
     ("verification_status=approved", "verification_status"),
@@ -332,7 +337,6 @@ def test_tickets_listed_per_partner(client, app, headers):
     assert response.json["data"][0]["status"] == "open"
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("path,query,field", [
     ("api-keys", "status=deleted", "status"),
     ("api-keys", "mode=prod", "mode"),

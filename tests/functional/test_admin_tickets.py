@@ -18,6 +18,8 @@ from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.partners.models import SupportTicket, TicketMessage
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 ADMIN_TICKETS = "/api/admin/tickets"
 PARTNER_TICKETS = "/api/partners/support/tickets"
 STATUSES = ("open", "in_progress", "waiting_on_partner", "resolved", "closed")
@@ -147,6 +149,7 @@ def test_list_every_partners_tickets(client, app, member, support):
     assert by_id[second["id"]]["priority"] == "urgent"
 
 
+@pytest.mark.shared_app(False)
 def test_list_filters(client, app, member, support):
     admin, headers = support
     other = register(client)
@@ -175,6 +178,7 @@ def test_list_filters(client, app, member, support):
         assert list_ids(client, headers, query) == [t["id"] for t in expected], query
 
 
+@pytest.mark.shared_app(False)
 def test_list_pages(client, app, member, support):
     _admin, headers = support
     tickets = [open_ticket(client, member, priority=priority)
@@ -252,7 +256,6 @@ def test_unknown_ticket_not_found(client, support):
 # Replies ------------------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("before", "status", "after"), [
     ("open", None, "in_progress"),
     ("in_progress", None, "in_progress"),
@@ -423,6 +426,7 @@ def test_every_admin_transition(client, app, member, support):
                 assert stored(app, ticket).status == from_status, case
 
 
+@pytest.mark.shared_app(False)
 def test_same_status_changes_nothing(client, app, member, support):
     _admin, headers = support
     ticket = open_ticket(client, member)
@@ -448,6 +452,7 @@ def test_resolved_at_follows_status(client, app, member, support):
     assert closed["resolved_at"] is not None
 
 
+@pytest.mark.shared_app(False)
 def test_status_change_audited(client, app, member, support):
     admin, headers = support
     ticket = open_ticket(client, member)
@@ -468,6 +473,7 @@ def test_status_change_audited(client, app, member, support):
         assert entry.target_id == ticket["id"]
 
 
+@pytest.mark.shared_app(False)
 def test_partner_moves_not_audited(client, app, member):
     ticket = open_ticket(client, member)
     set_status(app, ticket, "waiting_on_partner")
@@ -478,6 +484,7 @@ def test_partner_moves_not_audited(client, app, member):
     assert audit_entries(app, "support_ticket.status_changed") == []
 
 
+@pytest.mark.shared_app(False)
 def test_assign_and_unassign(client, app, member, support):
     admin, headers = support
     colleague = create_admin(app, role="superadmin")
@@ -500,6 +507,7 @@ def test_assign_and_unassign(client, app, member, support):
     assert "assigned to you" in message.subject
 
 
+@pytest.mark.shared_app(False)
 def test_assignment_rejected_for_unfit_admins(client, app, member, support):
     _admin, headers = support
     ticket = open_ticket(client, member)
@@ -531,6 +539,7 @@ def test_change_priority(client, app, member, support):
     assert entry.details == {"from": "medium", "to": "urgent"}
 
 
+@pytest.mark.shared_app(False)
 def test_rejected_change_keeps_other_fields(client, app, member, support):
     admin, headers = support
     ticket = open_ticket(client, member)

@@ -26,6 +26,8 @@ from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
 from fkod.plugins.learning.models import Mentor
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 GENERATED_REQUEST_ID = re.compile(r"^req_[0-9a-f]{24}$")
 
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
@@ -286,7 +288,6 @@ def test_operations_reject_garbage_credentials(client, app, subtests):
 # Request bodies -----------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("raw", list(MALFORMED_BODIES.values()), ids=list(MALFORMED_BODIES))
 def test_malformed_body_rejected(client, app, world, subtests, raw):
     operations = body_operations(app)
@@ -331,7 +332,6 @@ def test_non_json_content_type_rejected(client, app, world, subtests, content_ty
 KNOWN_BODY_OPERATIONS = sorted(item for item in KNOWN_OPERATIONS if item[0] in ("POST", "PUT"))
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("method,path", KNOWN_BODY_OPERATIONS,
                          ids=[f"{method} {path}" for method, path in KNOWN_BODY_OPERATIONS])
 def test_json_charset_parameter_accepted(client, app, world, method, path):
@@ -476,6 +476,7 @@ def test_unsafe_request_id_replaced(client, request_id):
 # Input that must never reach the database or the response encoder -------------------
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; charset=utf-8"])
 def test_media_type_case_insensitive(client, content_type):
     raw = json.dumps({"company_name": "Acme", "email": "case@acme.example",

@@ -19,6 +19,8 @@ from fkod.core.metering.models import ApiUsageHourly
 from fkod.core.testing import auth_header, verify_partner
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 KEYS = "/api/partners/api-keys"
 INTEGRATIONS = "/api/partners/integrations"
 NOT_THEIRS = "not one of the partner's integrations"
@@ -98,6 +100,7 @@ def test_create_key_with_own_integration(client, app, owner):
     assert details["integration_id"] == integration_id
 
 
+@pytest.mark.shared_app(False)
 def test_create_rejects_foreign_integration(client, app, owner):
     other = Owner(client)
     theirs = new_integration(client, other, name="Their Sync")

@@ -8,6 +8,8 @@ import pytest
 
 from fkod.core.testing import TestClient, auth_header
 
+pytestmark = pytest.mark.shared_app
+
 MENTORS = "/api/v1/mentors"
 
 
@@ -72,7 +74,6 @@ def test_update_fields(client, owner):
     assert body["allowed_ips"] == ["10.0.0.0/8", "203.0.113.7/32"]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("body", "field"), [
     ({"scopes": ["users:fly"]}, "scopes"),
     ({"scopes": ["admin:write"]}, "scopes"),

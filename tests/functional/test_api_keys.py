@@ -15,6 +15,8 @@ from fkod.core.db import read_only, run_in_transaction
 from fkod.core.testing import auth_header, verify_partner
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 KEYS_PATH = "/api/partners/api-keys"
 TEST_KEY = re.compile(r"^sk_test_[A-Za-z0-9_-]{43}$")
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
@@ -151,6 +153,7 @@ def test_expiry_offset_converted_to_utc(client, owner):
 # Rejected keys ------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("scopes", [["users:read", "users:delete"], ["everything"], ["*"]])
 def test_unknown_scope_rejected(client, app, owner, scopes):
     response = create(client, owner, status=400, scopes=scopes)
@@ -162,6 +165,7 @@ def test_unknown_scope_rejected(client, app, owner, scopes):
     assert count_keys(app) == 0
 
 
+@pytest.mark.shared_app(False)
 def test_admin_scope_rejected(client, app, owner):
     response = create(client, owner, status=400, scopes=["users:read", "admin:write"])
 
@@ -170,7 +174,7 @@ def test_admin_scope_rejected(client, app, owner):
     assert count_keys(app) == 0
 
 
-@pytest.mark.shared_app
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("field,value", [
     ("scopes", []),
     ("scopes", "users:read"),
@@ -200,6 +204,7 @@ def test_all_partner_scopes_granted(client, owner):
     assert body["scopes"] == sorted(PARTNER_SCOPES)
 
 
+@pytest.mark.shared_app(False)
 def test_live_key_requires_verification(client, app, owner):
     response = create(client, owner, status=403, mode="live")
 
@@ -218,6 +223,7 @@ def test_verified_partner_gets_live_key(client, app):
     assert body["mode"] == "live"
 
 
+@pytest.mark.shared_app(False)
 def test_past_expiry_rejected(client, app, owner):
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
 
@@ -227,6 +233,7 @@ def test_past_expiry_rejected(client, app, owner):
     assert count_keys(app) == 0
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("expires_at", ["2099-01-01T00:00:00", "2099-01-01"])
 def test_naive_expiry_rejected(client, app, owner, expires_at):
     response = create(client, owner, status=400, expires_at=expires_at)
@@ -294,7 +301,6 @@ def test_limit_bounds_accepted(client, owner):
     assert largest["next_cursor"] is None
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("query", [
     "limit=-1", "limit=0", "limit=101", "limit=1000000", "limit=9223372036854775808",
     "limit=1.5", "limit=1e3", "limit=abc", "limit=", "limit=5&limit=50", "limit=%2B5",
@@ -308,7 +314,6 @@ def test_invalid_limit_rejected(client, owner, query):
     assert {error["location"] for error in body["errors"]} == {"querystring"}
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("cursor", ["%00", "garbage", "", "aWQ6LTE", "%C3%A9", "x" * 300])
 def test_invalid_cursor_rejected(client, owner, cursor):
     response = client.web.get(f"{KEYS_PATH}?cursor={cursor}", headers=owner, status=400)

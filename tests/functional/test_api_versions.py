@@ -9,6 +9,8 @@ from fkod.core.db import run_in_transaction
 from fkod.core.testing import auth_header
 from fkod.plugins.learning.models import Mentor
 
+pytestmark = pytest.mark.shared_app
+
 MENTORS = "/api/v1/mentors"
 
 
@@ -65,7 +67,6 @@ def test_pin_can_change(client, token, mentor):
     assert response.headers["FKOD-Version"] == versions.FIRST_VERSION
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("value", ["2020-01-01", "latest", "", "2026-12-01x", "é"])
 def test_unknown_version_lists_known(client, token, value):
     key = client.create_key(token, scopes=("mentors:read",))

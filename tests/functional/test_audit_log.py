@@ -16,6 +16,8 @@ from fkod.core.ids import parse_id
 from fkod.core.testing import auth_header
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 AUDIT = "/api/partners/audit-log"
 ADMIN_AUDIT = "/api/admin/audit-log"
 # Entries inserted by the tests are dated in 2020, before any entry a request writes.
@@ -233,7 +235,6 @@ BAD_PARTNER_QUERIES = [
 ]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("query,field", BAD_PARTNER_QUERIES)
 def test_partner_rejects_bad_filters(client, member, query, field):
     response = client.web.get(f"{AUDIT}?{query}", headers=member.headers, status=400)
@@ -245,6 +246,7 @@ def test_partner_rejects_bad_filters(client, member, query, field):
 # The admin view -----------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_admin_filters(client, app):
     first = client.register_partner()["partner"]
     second = client.register_partner()["partner"]
@@ -267,7 +269,6 @@ def test_admin_filters(client, app):
     assert admin_actions("actor_type=admin&action=admin.*") == ["None admin.login"]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("query,field", [
     ("partner_id=abc", "partner_id"),
     ("partner_id=user_1", "partner_id"),

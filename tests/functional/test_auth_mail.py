@@ -17,6 +17,8 @@ from fkod.core.ids import parse_id
 from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header, verify_partner
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 NEW_PASSWORD = "a brand new passphrase 42"
 TOKEN_IN_LINK = re.compile(r"\?token=([A-Za-z0-9_-]+)")
 RESET_ACCEPTED = {"message": "If an account uses this email, a reset link is on its way."}
@@ -122,6 +124,7 @@ def test_reset_answer_same_for_unknown_email(client, owner):
     assert client.registry["mailer"].messages_to("nobody@acme.example") == []
 
 
+@pytest.mark.shared_app(False)
 def test_reset_stores_only_token_hash(client, app, owner):
     request_reset(client, owner["email"])
     token = reset_token(client, owner["email"])

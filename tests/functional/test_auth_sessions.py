@@ -15,6 +15,8 @@ from fkod.core.db import run_in_transaction
 from fkod.core.testing import TEST_PASSWORD, auth_header
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 NEW_PASSWORD = "a brand new passphrase 42"
 
 
@@ -91,6 +93,7 @@ def test_failed_login_audited_without_password(client, app, owner):
     assert secret_attempt not in json.dumps(entries[0].details)
 
 
+@pytest.mark.shared_app(False)
 def test_unknown_email_login_not_audited(client, app):
     response = client.web.post_json(
         "/api/auth/login", {"email": "nobody@acme.example", "password": TEST_PASSWORD},
@@ -201,6 +204,7 @@ def test_logout_revokes_only_that_token(client, app, owner):
     assert get_me(client, other).json["email"] == owner["email"]
 
 
+@pytest.mark.shared_app(False)
 def test_logout_stores_jti_until_expiry(client, app, owner):
     claims = app.registry["token_signer"].verify(owner["token"])
 
@@ -375,6 +379,7 @@ def test_me_rejects_disabled_user(client, app, owner):
     assert_envelope(get_me(client, owner["token"], status=401), 401, "invalid_token")
 
 
+@pytest.mark.shared_app(False)
 def test_purge_drops_only_expired_rows(client, app, owner):
     from fkod.core.auth.accounts import purge_expired_tokens
 
@@ -403,6 +408,7 @@ def test_purge_drops_only_expired_rows(client, app, owner):
 
 
 
+@pytest.mark.shared_app(False)
 def test_revoking_jti_twice_keeps_one_row(app):
     from fkod.core.auth.accounts import _revoke_jti
 

@@ -14,6 +14,8 @@ from fkod.core.db import run_in_transaction
 from fkod.core.testing import TEST_PASSWORD, auth_header
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 
 @pytest.fixture
 def owner(client):
@@ -198,6 +200,7 @@ def test_login_with_next_code(client, enabled):
     assert response.json["access_token"]
 
 
+@pytest.mark.shared_app(False)
 def test_login_wrong_code_rejected(client, app, enabled):
     response = log_in(client, enabled["email"], totp_code=wrong_code(enabled["secret"]),
                       status=401)

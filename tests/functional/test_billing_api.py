@@ -37,6 +37,8 @@ from fkod.core.webhooks.models import Event
 from fkod.marketplace.models import Integration
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 REVENUE = "/api/partners/revenue"
 INVOICES = "/api/partners/invoices"
 PAYOUT = "/api/partners/payout"
@@ -250,6 +252,7 @@ def test_unverified_partner_cannot_request_a_payout(client, app):
     assert balance(app, partner) == Decimal("250.00")
 
 
+@pytest.mark.shared_app(False)
 def test_payout_run_holds_an_unverified_balance(client, app, funded):
     from fkod.core.billing.payouts import payout_run
 
@@ -332,7 +335,6 @@ def test_payout_retried_with_idempotency_key(client, app, funded):
     assert len(payout_rows(app, partner)) == 1
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("amount", [
     "-5.00", -5, "0", "0.00", 0, "10.005", 10.005, "abc", "", True, [1], {},
     "1e3", "NaN",
@@ -405,6 +407,7 @@ def approve_and_send(client, app, finance, payout_id: str) -> dict:
         time.sleep(0.05)
 
 
+@pytest.mark.shared_app(False)
 def test_approve_send_and_mark_paid(client, app, funded, finance):
     partner, headers = funded
     add_revenue(app, partner, 2026, 1, calls=1000, revenue="357.15", commission="107.15",
@@ -503,6 +506,7 @@ def test_hold_reason_is_required(client, funded, finance):
         assert_envelope(response, 400, "validation_failed")
 
 
+@pytest.mark.shared_app(False)
 def test_admin_payouts_list_filters(client, app, funded, finance):
     partner, headers = funded
     payout_id = request_payout(client, headers)
@@ -621,6 +625,7 @@ def test_revenue_period_with_lines(client, app, owner):
     client.web.get(f"{REVENUE}/2026-10", headers=auth_header(other_token), status=404)
 
 
+@pytest.mark.shared_app(False)
 def test_admin_revenue_per_partner(client, app, owner, finance):
     partner, _headers = owner
     other, _token = client.partner_with_token(company_name="Beta Schools")
@@ -689,6 +694,7 @@ def test_partner_invoices_list_and_detail(client, app, owner):
     client.web.get(f"{INVOICES}/pay_{newer}", headers=headers, status=404)
 
 
+@pytest.mark.shared_app(False)
 def test_admin_marks_a_ledger_invoice_paid(client, app, owner, finance):
     partner, headers = owner
     invoice_id = add_plan_invoice(app, partner)
@@ -730,6 +736,7 @@ def test_admin_mark_paid_without_a_payment(client, app, owner, finance):
                              headers=finance, status=400)
 
 
+@pytest.mark.shared_app(False)
 def test_admin_invoice_filters(client, app, owner, finance):
     partner, _headers = owner
     first = add_plan_invoice(app, partner, month=9, status="paid")
@@ -890,6 +897,7 @@ def test_payment_method_provider_errors(client, app, owner):
     assert_envelope(response, 503, "payment_provider_unavailable")
 
 
+@pytest.mark.shared_app(False)
 def test_concurrent_requests_create_one_payout(client, app, funded):
     partner, headers = funded
     barrier = threading.Barrier(4)
@@ -1018,6 +1026,7 @@ def test_idempotency_keys_belong_to_one_partner(client, app, funded):
     assert balance(app, other) == Decimal("200.00")
 
 
+@pytest.mark.shared_app(False)
 def test_payout_run_is_audited(client, app, funded):
     from fkod.core.billing.payouts import payout_run
 

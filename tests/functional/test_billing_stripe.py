@@ -193,10 +193,9 @@ def test_unknown_payment_is_recorded_without_effect(stripe_app, stripe_client, f
 
 
 def test_connect_transfer_payout_and_its_reversal(stripe_app, stripe_client, fake):
-    from tests.functional.test_billing_engine import credit_partner, new_partner
-
     from fkod.core.billing.models import Payout
     from fkod.core.billing.payouts import payout_run
+    from tests.functional.test_billing_engine import credit_partner, new_partner
 
     vault = stripe_app.registry["webhook_vault"]
     partner_id = new_partner(stripe_client, payout_method="stripe",

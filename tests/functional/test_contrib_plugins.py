@@ -31,6 +31,8 @@ from fkod.core.integrations import InstallContext, IntegrationError
 from fkod.core.testing import TestClient, auth_header
 from tests.receivers import Reply
 
+pytestmark = pytest.mark.shared_app
+
 CONTRIB_PLUGINS = ("slack", "stripe", "csv_export", "paypal")
 WEBHOOK_SECRET = "whsec_test_contrib_secret"
 
@@ -137,6 +139,7 @@ def test_stripe_webhook_rejected(app_factory, body, header):
         provider.verify_webhook(body, {"stripe-signature": header})
 
 
+@pytest.mark.shared_app(False)
 def test_stripe_webhook_without_header_or_secret(app):
     provider = payment_providers(app.registry).get("stripe")
     with pytest.raises(WebhookSignatureError, match="secret"):
@@ -264,6 +267,7 @@ def test_slack_refuses_url(slack_app, url):
         fkod_slack.fkod_integration_installed(install)
 
 
+@pytest.mark.shared_app(False)
 def test_slack_default_prefix_refuses_loopback(app, slack_receiver):
     install = install_context("slack-notifications", {"webhook_url": slack_receiver.url})
     with pytest.raises(IntegrationError, match=r"hooks\.slack\.com"):
@@ -276,6 +280,7 @@ def test_slack_default_prefix_refuses_loopback(app, slack_receiver):
 # CSV export ------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_csv_export_download(app, tmp_path):
     client = TestClient(app)
     registered = client.register_partner()

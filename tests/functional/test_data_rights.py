@@ -32,6 +32,8 @@ from tests.functional.test_members import (
 )
 from tests.functional.test_verification import PDF, TAX_ID, upload, verification_body
 
+pytestmark = pytest.mark.shared_app
+
 EXPORT = "/api/partners/export"
 DELETION = "/api/partners/deletion"
 HEADER_SECRET = "Bearer receiver-credential-123"

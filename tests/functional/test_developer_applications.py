@@ -17,6 +17,8 @@ from fkod.core.testing import TEST_PASSWORD, auth_header, verify_partner
 from tests.envelope import assert_envelope
 from tests.functional.test_members import add_member
 
+pytestmark = pytest.mark.shared_app
+
 APPS = "/api/developers/applications"
 INTEGRATIONS = "/api/partners/integrations"
 CLIENT_ID = re.compile(r"^fkod_app_[A-Za-z0-9_-]{24}$")
@@ -187,6 +189,7 @@ def test_secret_shown_once(client, owner):
         assert b"client_secret\"" not in response.body, response.request.path
 
 
+@pytest.mark.shared_app(False)
 def test_live_application_needs_verified_partner(client, app, owner):
     response = create(client, owner.headers, status=403, mode="live")
 
@@ -293,7 +296,7 @@ INVALID_BODIES = {
 }
 
 
-@pytest.mark.shared_app
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize(("fields", "field"), list(INVALID_BODIES.values()),
                          ids=list(INVALID_BODIES))
 def test_invalid_application_refused(client, app, owner, fields, field):
@@ -311,7 +314,7 @@ DANGEROUS_URLS = ["javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:ale
                   "vbscript:x", "file:///etc/passwd", "//evil.test/x"]
 
 
-@pytest.mark.shared_app
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("field", ["logo_uri", "client_uri", "policy_uri", "tos_uri",
                                    "redirect_uris"])
 @pytest.mark.parametrize("url", DANGEROUS_URLS)
@@ -461,7 +464,6 @@ def test_update_clears_link_with_null(client, owner):
     assert body["links"]["policy_uri"] is None
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("fields", "field"), [
     ({"client_type": "public"}, "client_type"),
     ({"mode": "live"}, "mode"),
@@ -550,6 +552,7 @@ def test_read_only_member_cannot_rotate(client, app, owner):
 # Deleting -----------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_delete_revokes_tokens_and_authorizations(client, app, owner):
     created = create(client, owner.headers).json
     number = parse_id("app", created["id"])

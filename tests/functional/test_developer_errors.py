@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from fkod.core.db import utcnow
 from fkod.core.testing import auth_header
 from tests.envelope import assert_envelope
 from tests.functional.test_developer_me import customer_token
 from tests.functional.test_key_usage import flush_usage, insert_raw_usage, raw_row
+
+pytestmark = pytest.mark.shared_app
 
 ERRORS = "/api/developers/errors"
 USERS = "/api/v1/users"

@@ -6,10 +6,14 @@ import datetime as dt
 import socket
 from copy import deepcopy
 
+import pytest
+
 from fkod.core.testing import TestClient, auth_header
 from tests.envelope import assert_envelope
 from tests.functional.test_developer_me import customer_token
 from tests.functional.test_limit_boosts import NO_KEY_CACHE, put_partner_on_plan
+
+pytestmark = pytest.mark.shared_app
 
 LIMITS = "/api/developers/limits"
 USERS = "/api/v1/users"

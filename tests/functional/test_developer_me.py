@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fkod.core.testing import TEST_PASSWORD, auth_header, verify_partner
 from tests.envelope import assert_envelope
 from tests.functional.test_members import add_member
+
+pytestmark = pytest.mark.shared_app
 
 ME = "/api/developers/me"
 WEBHOOKS = "/api/partners/webhooks"

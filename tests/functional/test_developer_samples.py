@@ -13,6 +13,8 @@ from fkod.core.testing import auth_header, verify_partner
 from tests.envelope import assert_envelope
 from tests.live import serve
 
+pytestmark = pytest.mark.shared_app
+
 SAMPLES = "/api/developers/samples"
 LANGUAGES = {"curl", "python", "javascript", "go", "java"}
 

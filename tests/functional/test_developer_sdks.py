@@ -7,9 +7,13 @@ import json
 import os
 import tarfile
 
+import pytest
+
 from fkod.core.testing import TestClient, auth_header
 from tests.envelope import assert_envelope
 from tests.functional.test_developer_me import customer_token
+
+pytestmark = pytest.mark.shared_app
 
 SDKS = "/api/developers/sdks"
 

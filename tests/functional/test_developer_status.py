@@ -22,6 +22,8 @@ from tests.envelope import assert_envelope
 from tests.functional.test_developer_limits import free_port
 from tests.functional.test_developer_me import customer_token
 
+pytestmark = pytest.mark.shared_app
+
 STATUS = "/api/developers/status"
 # Without a cache every request checks the components again.
 NO_CACHE = {"fkod.developers.status_cache_seconds": "0"}

@@ -24,6 +24,8 @@ from fkod.core.webhooks.models import Event
 from fkod.plugins.learning.models import Course, Enrollment, Mentor, MentorMatch
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 PARTNER_SCOPES = [scope.name for scope in SCOPES if not scope.admin_only]
 
 
@@ -210,7 +212,6 @@ PLACEHOLDER_IDS = {
 # Authentication -----------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_missing_key_rejected(client, route):
     response = call(client, route, PLACEHOLDER_IDS, {})
@@ -219,7 +220,6 @@ def test_missing_key_rejected(client, route):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("key", ["sk_test_short", "sk_prod_" + "a" * 43, "sk_test_" + "!" * 43,
                                  "sk_test_" + "a" * 44, "pk_test_" + "a" * 43])
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
@@ -229,7 +229,6 @@ def test_malformed_key_rejected(client, route, key):
     assert_envelope(response, 401, "invalid_api_key")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_unknown_key_rejected(client, tenant, route):
     unknown = "sk_test_" + secrets.token_urlsafe(32)
@@ -239,7 +238,6 @@ def test_unknown_key_rejected(client, tenant, route):
     assert_envelope(response, 401, "invalid_api_key")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_login_token_is_not_a_key(client, tenant, route):
     response = call(client, route, PLACEHOLDER_IDS, auth_header(tenant.token))
@@ -247,7 +245,6 @@ def test_login_token_is_not_a_key(client, tenant, route):
     assert_envelope(response, 401, "invalid_api_key")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_key_without_scope_forbidden(client, route):
     other_scopes = [scope for scope in PARTNER_SCOPES if scope != route.scope]
@@ -260,7 +257,6 @@ def test_key_without_scope_forbidden(client, route):
     assert route.scope in body["errors"][0]["description"]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_suspended_partner_key_forbidden(client, app, tenant, route):
     update_row(app, Partner, tenant.partner_id, status="suspended")
@@ -270,7 +266,6 @@ def test_suspended_partner_key_forbidden(client, app, tenant, route):
     assert_envelope(response, 403, "partner_suspended")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_expired_key_rejected(client, app, tenant, route):
     update_row(app, ApiKey, tenant.key_id, expires_at=utcnow() - dt.timedelta(minutes=1))
@@ -280,7 +275,6 @@ def test_expired_key_rejected(client, app, tenant, route):
     assert_envelope(response, 401, "api_key_expired")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS)
 def test_revoked_key_rejected(client, app, tenant, route):
     update_row(app, ApiKey, tenant.key_id, status="revoked", revoked_at=utcnow())
@@ -332,6 +326,7 @@ def test_user_list_and_email_filter(client, tenant):
     assert [item["id"] for item in filtered["data"]] == [second["id"]]
 
 
+@pytest.mark.shared_app(False)
 def test_user_events_written(client, app, tenant):
     created = client.web.post_json("/api/v1/users", {"email": "learner@acme.example"},
                                    headers=tenant.headers, status=201)
@@ -401,7 +396,6 @@ def test_user_email_not_partner_login(client, tenant):
     client.register_partner(email="future-owner@acme.example")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("body,field", [
     ({}, "email"),
     ({"email": "not-an-email"}, "email"),
@@ -542,7 +536,6 @@ ID_ROUTES = [
 ]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("bad_id", BAD_IDS)
 @pytest.mark.parametrize("method,pattern,kind", ID_ROUTES,
                          ids=[f"{method} {pattern}" for method, pattern, _kind in ID_ROUTES])
@@ -555,7 +548,6 @@ def test_bad_path_id_not_found(client, ids, tenant, method, pattern, kind, bad_i
     assert_envelope(response, 404, "not_found")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("user_id", ["user_abc", "user_", "42", 42, None,
                                      "user_99999999999999999999"])
 def test_bad_body_user_id_rejected(client, ids, tenant, user_id):
@@ -589,6 +581,7 @@ def test_complete_course_writes_event(client, app, ids, tenant):
     assert events[0].request_id == response.headers["X-Request-Id"]
 
 
+@pytest.mark.shared_app(False)
 def test_complete_course_twice_conflict(client, app, ids, tenant):
     path = f"/api/v1/courses/{ids['/api/v1/courses/{id}/complete']}/complete"
     client.web.post_json(path, {"user_id": ids["user"]}, headers=tenant.headers, status=201)
@@ -601,6 +594,7 @@ def test_complete_course_twice_conflict(client, app, ids, tenant):
     assert count_rows(app, Enrollment) == 1
 
 
+@pytest.mark.shared_app(False)
 def test_own_course_created_and_completed(client, app, ids, tenant):
     course = client.web.post_json("/api/v1/courses", {"title": "Acme Onboarding",
                                                       "level": "advanced"},
@@ -632,6 +626,7 @@ def test_match_mentor_writes_event(client, app, ids, tenant):
     assert data["note"] == "Wants product coaching"
 
 
+@pytest.mark.shared_app(False)
 def test_inactive_mentor_not_matched(client, app, ids, tenant):
     retired = insert_mentor(app, status="retired")
 
@@ -672,6 +667,7 @@ def test_gateway_responses_carry_request_id(client, ids, tenant):
             assert response.json["request_id"] == request_id
 
 
+@pytest.mark.shared_app(False)
 def test_usage_recorded_per_call(client, app, tenant):
     created = client.web.post_json("/api/v1/users", {"email": "metered@acme.example"},
                                    headers=tenant.headers, status=201)
@@ -709,6 +705,7 @@ def test_usage_recorded_per_call(client, app, tenant):
         assert row.error_message == expected_error, label
 
 
+@pytest.mark.shared_app(False)
 def test_usage_updates_key_last_used(client, app, tenant):
     client.web.get("/api/v1/users", headers=tenant.headers)
     usage_rows(app, 1)
@@ -719,6 +716,7 @@ def test_usage_updates_key_last_used(client, app, tenant):
     assert listed["data"][0]["last_used"] is not None
 
 
+@pytest.mark.shared_app(False)
 def test_rejected_keys_write_no_usage(client, app, tenant):
     revoked = client.create_key(tenant.token, scopes=PARTNER_SCOPES)
     update_row(app, ApiKey, revoked["id"], status="revoked")

@@ -21,6 +21,8 @@ from fkod.core.settings import ConfigurationError
 from fkod.core.testing import TestClient, auth_header, verify_partner
 from tests.integration.test_ratelimit_redis import TcpProxy
 
+pytestmark = pytest.mark.shared_app
+
 # The gateway caches a verified key, its partner and plan for up to this
 # setting; plan-change tests turn the cache off to see a change at once.
 NO_KEY_CACHE = {"fkod.gateway.key_cache_seconds": "0"}

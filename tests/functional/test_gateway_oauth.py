@@ -34,6 +34,8 @@ from fkod.core.metering.redis import decode_record, encode_record
 from fkod.core.testing import auth_header, verify_partner
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 USERS = "/api/v1/users"
 ORIGIN = "https://learn.acme.example"
 OTHER_ORIGIN = "https://evil.example"
@@ -179,7 +181,6 @@ def test_every_gateway_operation_needs_a_scope(client):
     assert [entry for entry in gateway_operations if not entry[2]] == []
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", USERS), ("GET", "/api/v1/courses"), ("GET", "/api/v1/mentors"),
     ("POST", USERS), ("POST", "/api/v1/courses"),
@@ -360,7 +361,6 @@ def forge_other_key(tenant, client_id: str, user: str, *, keep_kid: bool) -> str
     return jwt.encode(header, payload, other)
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("forgery", ["none", "hs256", "other_key", "unknown_kid", "wrong_aud",
                                      "wrong_iss", "login_token", "garbage"])
 def test_forged_tokens_refused(client, tenant, forgery):

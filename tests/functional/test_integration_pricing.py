@@ -16,6 +16,8 @@ from fkod.core.webhooks.models import Event
 from fkod.marketplace.models import Integration
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 INTEGRATIONS = "/api/partners/integrations"
 MARKETPLACE = "/api/marketplace/integrations"
 
@@ -49,7 +51,6 @@ def error_names(response) -> list[str]:
 # Valid prices ---------------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("given", "shown"), [
     ("0.001", "0.001000"),
     ("0.000001", "0.000001"),
@@ -88,7 +89,6 @@ def test_free_has_no_price(client, owner):
 # Invalid prices -------------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("value", [
     "0", "0.000000", 0, "-0.01", -1, "1.0000001", "1.000001", "2", 2, "0.0000001",
     "0.1234567", 0.001, 1.0, True, "abc", "", "0.5.1", "1e-3", "0x1", "NaN", "Infinity",

@@ -21,6 +21,8 @@ from fkod.core.settings import ConfigurationError
 from fkod.core.testing import auth_header, verify_partner
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 MENTORS = "/api/v1/mentors"
 
 
@@ -157,6 +159,7 @@ def test_usage_reads_rollups_and_recent_rows(client, app, owner):
         estimate_percentile(histogram, 0.95, body["latency"]["max_ms"]), abs=0.05)
 
 
+@pytest.mark.shared_app(False)
 def test_usage_days_and_limit(client, app, owner):
     partner, headers, key = owner
     now = utcnow()
@@ -212,7 +215,6 @@ def test_usage_of_other_partners_key_is_404(client, owner):
     assert_envelope(response, 404, "not_found")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("key_id", [
     "key_abc", "user_1", "key_", "key_99999999999", "key_-1", "key_1.0", "123",
 ])
@@ -232,7 +234,6 @@ def test_usage_unknown_key_is_404(client, owner):
     assert_envelope(response, 404, "not_found")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("query, field", [
     ("?days=0", "days"),
     ("?days=91", "days"),
@@ -265,6 +266,7 @@ def test_usage_needs_member_login(client, owner):
     client.web.get(usage_path(key["id"]), headers=auth_header(key["key"]), status=401)
 
 
+@pytest.mark.shared_app(False)
 def test_worker_jobs_roll_up_and_purge(client, app, owner):
     partner, _headers, key = owner
     two_days_ago = utcnow() - dt.timedelta(days=2)

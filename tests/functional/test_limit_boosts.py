@@ -15,6 +15,8 @@ from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.testing import TestClient, auth_header, verify_partner
 
+pytestmark = pytest.mark.shared_app
+
 BOOSTS_PATH = "/api/partners/limits/boosts"
 LIMITS_PATH = "/api/partners/limits"
 NO_KEY_CACHE = {"fkod.gateway.key_cache_seconds": "0"}
@@ -255,7 +257,6 @@ def test_expired_boost_allows_new_one(client, app, owner):
     assert [boost["status"] for boost in listed] == ["active", "expired"]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(
     ("fields", "name"),
     [
@@ -376,6 +377,7 @@ def test_cancel_unknown_id_not_found(client, owner, bad_id):
     assert response.json["code"] == "not_found"
 
 
+@pytest.mark.shared_app(False)
 def test_boost_rows_kept_for_billing(client, app, owner):
     partner, headers = owner
     created = client.web.post_json(BOOSTS_PATH, boost_body(), headers=headers, status=201).json

@@ -26,6 +26,8 @@ from fkod.marketplace.models import Integration, IntegrationInstall
 from tests.conftest import STACK
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 BASE = "/api/marketplace"
 # The module's requests all come from one address; the per-address limit has its own tests.
 UNLIMITED = {"fkod.ratelimit.per_address_per_minute": "1000000",
@@ -407,6 +409,7 @@ def test_trending_weighs_recent_installs(client, app):
 # The listed rule -------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_disabled_plugin_hides_integration(client, app):
     ids = run_in_transaction(app.registry["db.session_factory"], build_catalog)
     host = app.registry["plugins"]
@@ -431,6 +434,7 @@ def test_disabled_plugin_hides_integration(client, app):
     client.web.get(companion, status=200)
 
 
+@pytest.mark.shared_app(False)
 def test_suspending_partner_hides_everything(client, app):
     ids = run_in_transaction(app.registry["db.session_factory"], build_catalog)
     run_in_transaction(app.registry["db.session_factory"], lambda session: session.execute(

@@ -26,6 +26,8 @@ from fkod.core.webhooks.models import Event
 from fkod.marketplace.models import Integration, IntegrationInstall
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 PLUGIN = "hooktest"
 CONFIG_SCHEMA = {
     "type": "object",
@@ -297,6 +299,7 @@ def test_install_twice_conflicts(hook_client, hook_app, customer, integration):
     assert stored_integration(hook_app, integration).install_count == 1
 
 
+@pytest.mark.shared_app(False)
 def test_uninstall_and_reinstall(hook_client, hook_app, customer, integration, calls_file):
     first = install(hook_client, customer, integration, GOOD_CONFIG).json
     hook_client.web.delete(install_url(integration), headers=customer.headers, status=204)
@@ -327,6 +330,7 @@ def test_counts_exact_over_customers(hook_client, hook_app, integration):
     assert stored_integration(hook_app, integration).install_count == 2
 
 
+@pytest.mark.shared_app(False)
 def test_hook_refusal_writes_nothing(hook_client, hook_app, customer, integration, calls_file):
     response = install(hook_client, customer, integration, {"channel": "#x", "mode": "refuse"},
                        status=422)
@@ -339,6 +343,7 @@ def test_hook_refusal_writes_nothing(hook_client, hook_app, customer, integratio
     assert count_rows(hook_app, AuditEntry, AuditEntry.action == "integration.installed") == 0
 
 
+@pytest.mark.shared_app(False)
 def test_hook_crash_writes_nothing(hook_client, hook_app, customer, integration):
     response = install(hook_client, customer, integration, {"channel": "#x", "mode": "crash"},
                        status=502)
@@ -358,7 +363,6 @@ def test_refused_reinstall_keeps_uninstalled(hook_client, hook_app, customer, in
     assert stored_integration(hook_app, integration).install_count == 0
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("status", ["draft", "in_review", "rejected", "unpublished"])
 def test_unlisted_integration_not_found(hook_client, hook_app, customer, publisher, status):
     integration_id = add_integration(hook_app, publisher.partner_id, status=status)
@@ -383,6 +387,7 @@ def test_install_needs_login(hook_client, integration):
     assert_envelope(response, 401, "missing_credentials")
 
 
+@pytest.mark.shared_app(False)
 def test_install_joins_tenancy_and_announces(hook_client, hook_app, customer, publisher,
                                              integration):
     install(hook_client, customer, integration, GOOD_CONFIG)
@@ -418,6 +423,7 @@ def test_integration_without_schema_takes_no_config(hook_client, hook_app, custo
 # Changing and listing ------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_update_config_validated(hook_client, hook_app, customer, integration):
     install(hook_client, customer, integration, GOOD_CONFIG)
     response = hook_client.web.put_json(install_url(integration), {"config": {"channel": ""}},
@@ -434,6 +440,7 @@ def test_update_config_validated(hook_client, hook_app, customer, integration):
     assert stored["webhook_url"] == GOOD_CONFIG["webhook_url"]
 
 
+@pytest.mark.shared_app(False)
 def test_update_config_rejected_by_hook(hook_client, hook_app, customer, integration,
                                         calls_file):
     install(hook_client, customer, integration, GOOD_CONFIG)
@@ -485,6 +492,7 @@ def test_update_without_install(hook_client, customer, integration):
     assert_envelope(response, 404, "not_installed")
 
 
+@pytest.mark.shared_app(False)
 def test_list_installs_paginated(hook_client, hook_app, customer, publisher):
     ids = [add_integration(hook_app, publisher.partner_id) for _ in range(3)]
     for integration_id in ids:

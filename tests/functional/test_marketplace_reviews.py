@@ -29,6 +29,8 @@ from tests.functional.test_marketplace_installs import (
     stored_integration,
 )
 
+pytestmark = pytest.mark.shared_app
+
 
 @pytest.fixture
 def publisher(client):
@@ -111,7 +113,6 @@ def test_second_review_conflicts(client, app, integration):
     assert rating_of(app, integration) == (Decimal("5.00"), 1)
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("body, field", [
     ({"rating": 0}, "rating"), ({"rating": 6}, "rating"), ({"rating": "5"}, "rating"),
     ({"rating": 4.5}, "rating"), ({"rating": True}, "rating"), ({}, "rating"),

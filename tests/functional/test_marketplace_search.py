@@ -23,6 +23,8 @@ from tests.functional.test_marketplace_catalog import (
     world_fixture,
 )
 
+pytestmark = pytest.mark.shared_app
+
 SEARCH = f"{BASE}/search"
 module_settings = module_settings_fixture()
 world = world_fixture()

@@ -24,6 +24,8 @@ from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
 from fkod.partners.models import PartnerInvitation
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 MEMBERS = "/api/partners/members"
 INVITATIONS = "/api/partners/invitations"
 ROLES = ("owner", "admin", "developer", "billing", "read_only")
@@ -610,7 +612,6 @@ def test_accept_unknown_token(client, token):
     assert_envelope(response, 404, "invitation_not_found")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("body", [{}, {"name": "Only Name"}, {"password": TEST_PASSWORD}])
 def test_accept_needs_name_and_password(client, team, body):
     email = new_email()

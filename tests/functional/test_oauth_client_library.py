@@ -27,6 +27,8 @@ from fkod.core.auth.tokens import OAUTH_AUDIENCE
 from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
 from tests.live import serve
 
+pytestmark = pytest.mark.shared_app
+
 # Loopback redirect URIs on the discard port: the tests never follow a redirect,
 # and a mistaken follow reaches no other host.
 REDIRECT_URI = "http://localhost:9/callback"
@@ -263,7 +265,6 @@ def test_library_wrong_verifier_burns_code(partner):
 # redirect_uri ------------------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("variant", [
     REDIRECT_URI + "/", "http://LOCALHOST:9/callback", "http://127.0.0.1:9/callback",
     "http://localhost:9/CALLBACK", REDIRECT_URI + "/extra", REDIRECT_URI + "?next=1",

@@ -20,6 +20,8 @@ from fkod.core.oauth.views import MAX_FORM_BYTES
 from fkod.core.testing import TEST_PASSWORD, TestClient, verify_partner
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 REDIRECT_URI = "https://app.example/callback"
 SCOPE = "users:read courses:read"
 
@@ -240,7 +242,6 @@ def test_confidential_client_without_pkce_exchanges(world):
         == world.client_id
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("variant", [
     REDIRECT_URI + "/", "https://APP.example/callback", "https://app.example/CALLBACK",
     REDIRECT_URI + "/extra", REDIRECT_URI + "?next=1", "https://app.example/call",
@@ -765,7 +766,6 @@ MALFORMED_REQUESTS = {
 }
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("endpoint", "body", "content_type", "error", "named"),
                          list(MALFORMED_REQUESTS.values()), ids=list(MALFORMED_REQUESTS))
 def test_malformed_token_requests_are_400(world, endpoint, body, content_type, error, named):
@@ -788,7 +788,6 @@ def test_refresh_widening_names_the_granted_scope(world):
     assert refresh(world, token["refresh_token"])["scope"] == "users:read"
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
 def test_basic_credentials_not_utf8_rejected(world, endpoint):
     not_utf8 = base64.b64encode(b"\xff\xfe:\xa5").decode()
@@ -797,7 +796,6 @@ def test_basic_credentials_not_utf8_rejected(world, endpoint):
     assert response.json["error"] == "invalid_client"
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
 def test_oversized_form_body_is_413(world, endpoint):
     body = b"grant_type=client_credentials&token=x&pad=" + b"a" * (MAX_FORM_BYTES + 1)

@@ -18,6 +18,8 @@ from fkod.core.requestlog import (
 )
 from fkod.core.testing import TEST_PASSWORD, TestClient, auth_header
 
+pytestmark = pytest.mark.shared_app
+
 REQUEST_LOGGER = "fkod.core.requestlog"
 REQUEST_FIELDS = ("request_id", "partner_id", "key_prefix", "route", "route_name", "method",
                   "status", "duration_ms")

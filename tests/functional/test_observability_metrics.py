@@ -17,6 +17,8 @@ from fkod.core.testing import TestClient, auth_header
 from fkod.core.webhooks import outbox
 from tests.functional.test_gateway_limits import put_partner_on_plan
 
+pytestmark = pytest.mark.shared_app
+
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.7"}
 
@@ -120,7 +122,6 @@ def test_webhook_deliveries_counted(client, make_receiver):
     assert len(receiver.requests) == 2
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("environ, headers", [
     (OUTSIDE, {}),
     (OUTSIDE, {"X-Forwarded-For": "127.0.0.1"}),  # no trusted proxy: the header is ignored

@@ -11,6 +11,8 @@ from fkod.core.api import AUTH_API_KEY, AUTH_NONE
 from fkod.core.openapi import openapi_path, operation_id
 from fkod.core.testing import auth_header
 
+pytestmark = pytest.mark.shared_app
+
 DOCUMENT = "/api/openapi.json"
 
 
@@ -189,7 +191,6 @@ def test_disabled_plugin_leaves_document(client):
     assert "/api/v1/users" in client.web.get(DOCUMENT).json["paths"]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("path", ["/api/openapi.json", "/api/developers/documentation",
                                   "/api/developers/samples"])
 def test_own_operations_described(client, path):

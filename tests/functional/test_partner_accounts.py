@@ -19,6 +19,8 @@ from fkod.core.testing import TEST_PASSWORD, auth_header
 from fkod.core.webhooks.models import Event
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 UNSAFE_LINKS = [
     "javascript:alert(1)",
     "JaVaScRiPt:alert(1)",
@@ -136,6 +138,7 @@ def test_register_stores_password_hash(client, app):
     assert user.password_hash.startswith("$argon2id$")
 
 
+@pytest.mark.shared_app(False)
 def test_register_writes_created_event(client, app):
     response = client.web.post_json("/api/partners/register", register_body(), status=201)
     partner_id = response.json["partner"]["id"]
@@ -150,6 +153,7 @@ def test_register_writes_created_event(client, app):
     assert events[0].livemode is True
 
 
+@pytest.mark.shared_app(False)
 def test_register_duplicate_email_conflict(client, app):
     client.web.post_json("/api/partners/register", register_body(), status=201)
     before = count_accounts(app)
@@ -162,6 +166,7 @@ def test_register_duplicate_email_conflict(client, app):
     assert count_accounts(app) == before
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("second_email", ["OWNER@ACME.EXAMPLE", "Owner@acme.Example",
                                           "  owner@acme.example  "])
 def test_register_duplicate_ignores_case(client, app, second_email):
@@ -187,7 +192,6 @@ def test_register_missing_field_rejected(client, app, field):
     assert count_accounts(app) == before
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", [
     ("company_name", 123),
     ("company_name", ""),
@@ -223,7 +227,6 @@ def test_register_incomplete_address_rejected(client, app):
     assert "address.country" in names
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", list(SERVER_OWNED_FIELDS.items()),
                          ids=list(SERVER_OWNED_FIELDS))
 def test_register_server_field_rejected(client, app, field, value):
@@ -236,7 +239,6 @@ def test_register_server_field_rejected(client, app, field, value):
     assert count_accounts(app) == before
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("field", ["company_name", "email", "password", "name", "description"])
 def test_register_nul_character_rejected(client, app, field):
     value = "owner\u0000@acme.example" if field == "email" else "a\u0000b" + "c" * 10
@@ -249,7 +251,6 @@ def test_register_nul_character_rejected(client, app, field):
     assert count_accounts(app) == before
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("field", LINK_FIELDS)
 @pytest.mark.parametrize("url", UNSAFE_LINKS)
 def test_register_unsafe_link_rejected(client, app, field, url):
@@ -262,6 +263,7 @@ def test_register_unsafe_link_rejected(client, app, field, url):
     assert count_accounts(app) == before
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("field", LINK_FIELDS)
 def test_register_https_link_stored(client, app, field):
     response = client.web.post_json(
@@ -358,6 +360,7 @@ def test_update_profile_emits_event(client, app, partner):
     assert events[0].request_id == response.headers["X-Request-Id"]
 
 
+@pytest.mark.shared_app(False)
 def test_update_unchanged_emits_nothing(client, app, partner):
     client.web.put_json("/api/partners/me", {"company_name": "Acme Learning"},
                         headers=auth_header(partner["token"]))
@@ -372,7 +375,6 @@ def test_update_empty_body_rejected(client, partner):
     assert_envelope(response, 400, "validation_failed")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", list(SERVER_OWNED_FIELDS.items()),
                          ids=list(SERVER_OWNED_FIELDS))
 def test_update_server_field_rejected(client, app, partner, field, value):
@@ -402,7 +404,6 @@ def test_update_nul_character_rejected(client, app, partner):
     assert stored_partner(app, partner["registered"]["partner"]["id"]).description is None
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("field", LINK_FIELDS)
 @pytest.mark.parametrize("url", UNSAFE_LINKS)
 def test_update_unsafe_link_rejected(client, app, partner, field, url):
@@ -436,7 +437,6 @@ def test_resigned_token_accepted(client, app, partner):
     client.web.get("/api/partners/me", headers=auth_header(token), status=200)
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("change", [
     {"exp": -120, "iat": -3720},
     {"aud": "another-audience"},
@@ -503,7 +503,6 @@ def test_hmac_with_public_key_rejected(client, app, partner):
     assert_envelope(response, 401, "invalid_token")
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "eyJ.eyJ.sig", "x" * 5000,
                                    "two words"])
 def test_garbage_token_rejected(client, token):

@@ -7,6 +7,7 @@ import json
 import time
 
 import jsonschema
+import pytest
 import sqlalchemy as sa
 
 from fkod.core import alerts
@@ -17,6 +18,8 @@ from fkod.core.scheduler import schedule_for
 from fkod.core.testing import auth_header
 from fkod.core.webhooks.models import Event
 from tests.functional.test_gateway_limits import put_partner_on_plan
+
+pytestmark = pytest.mark.shared_app
 
 
 def wait_until(condition, timeout: float = 20.0):
@@ -113,6 +116,7 @@ def test_quota_warning_then_exhausted_once_per_window(client, app, make_receiver
     assert key["key"] not in "".join(message.body for message in mails(app, email))
 
 
+@pytest.mark.shared_app(False)
 def test_quota_alert_for_a_key_window(client, app):
     _partner, token = client.partner_with_token()
     key = client.create_key(token, scopes=("mentors:read",), rate_limit=2,
@@ -165,6 +169,7 @@ def test_key_expiring_7_days_then_1_day(client, app, make_receiver):
     assert wait_until(lambda: len(receiver.requests) >= 2)
 
 
+@pytest.mark.shared_app(False)
 def test_key_expiring_soon_after_creation_gets_one_alert(client, app):
     _partner, token = client.partner_with_token()
     key = client.create_key(token, scopes=("mentors:read",))

@@ -32,6 +32,8 @@ from fkod.marketplace.models import Integration, IntegrationInstall
 from fkod.partners.models import SupportTicket
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 DASHBOARD = "/api/partners/dashboard"
 ANALYTICS = "/api/partners/analytics"
 NOW = dt.datetime(2026, 11, 20, 12, 30)
@@ -496,7 +498,6 @@ def test_analytics_longest_ranges(client, seeded):
     assert len(default_months["series"]["calls"]) == 12
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("query, field, description", [
     ("from=2026-13-01", "from", "Must be a date that exists, such as 2026-11-30."),
     ("from=2026-1-5", "from", "Must be a date written YYYY-MM-DD."),

@@ -26,6 +26,8 @@ from fkod.marketplace.models import (
 )
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 INTEGRATIONS = "/api/partners/integrations"
 EVENTS_PATH = "/api/webhooks/available-events"
 STATUSES = ("draft", "in_review", "published", "rejected", "unpublished")
@@ -194,6 +196,7 @@ def test_create_with_every_field(client, app, owner):
     assert client.web.get(url(body), headers=owner.headers).json == body
 
 
+@pytest.mark.shared_app(False)
 def test_create_generates_unique_slugs(client, app, owner):
     first = create(client, owner, name="Team Chat!").json
     second = create(client, owner, name="Team  Chat").json
@@ -280,6 +283,7 @@ def with_field(body: dict, field: str, value) -> dict:
     return changed
 
 
+@pytest.mark.shared_app(False)
 def test_create_rejects_bad_fields(client, app, owner):
     for field, value, code in BAD_FIELDS:
         response = client.web.post_json(INTEGRATIONS, with_field(body_of(), field, value),
@@ -778,6 +782,7 @@ def add_install(app, integration: dict, user_id: str, status: str = "active") ->
                                        granted_scopes=[]))
 
 
+@pytest.mark.shared_app(False)
 def test_delete_draft(client, app, owner):
     integration = create(client, owner).json
 

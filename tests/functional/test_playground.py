@@ -10,6 +10,8 @@ import pytest
 from fkod.core.testing import TEST_PASSWORD
 from tests.functional.test_members import add_member
 
+pytestmark = pytest.mark.shared_app
+
 PLAYGROUND = "/developers/playground"
 LOGIN = "/developers/login"
 EXTERNAL_URL = re.compile(r"(?:https?:)?//[A-Za-z0-9.-]+", re.IGNORECASE)

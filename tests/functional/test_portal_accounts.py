@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,6 +22,8 @@ from tests.functional.portal_pages import (
     sign_up,
 )
 from tests.functional.test_auth_mail import mailed_token
+
+pytestmark = pytest.mark.shared_app
 
 NEW_PASSWORD = "another long passphrase 7"
 SESSION_COOKIE = "fkod_portal_session"
@@ -153,6 +156,7 @@ def test_session_cookie_secure_in_production(app_factory):
     assert "SameSite=Lax" in header
 
 
+@pytest.mark.shared_app(False)
 def test_csrf_refused_on_account_forms(client, app):
     registered = client.register_partner()
     email = registered["user"]["email"]
@@ -239,6 +243,7 @@ def test_password_reset_through_mail(client, app):
     assert client.web.get("/portal").status_int == 200
 
 
+@pytest.mark.shared_app(False)
 def test_verify_email_page(client, app):
     sign_up(client, "verify@acme.example")
     token = mailed_token(client, "verify@acme.example", "Verify your email address for F-KOD")

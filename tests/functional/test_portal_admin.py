@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import sqlalchemy as sa
 import webob
 
@@ -24,6 +25,8 @@ from tests.functional.test_admin_tickets import open_ticket
 from tests.functional.test_admin_tickets import register as register_member
 from tests.functional.test_billing_api import add_revenue, fund, request_payout, set_bank
 from tests.functional.test_plugin_manifests import add_partner, install_manifest_plugin
+
+pytestmark = pytest.mark.shared_app
 
 CONSOLE_PAGES = ("/admin", "/admin/verifications", "/admin/integrations", "/admin/featured",
                  "/admin/tickets", "/admin/revenue", "/admin/payouts", "/admin/plans",
@@ -183,6 +186,7 @@ def test_partner_session_does_not_open_console(client, app):
 # Pages and roles -------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_pages_render_for_each_role(client, app):
     submitted_partner(app, company_name="<script>alert(1)</script>")
     admin = signed_in_admin(client, "readonly")
@@ -235,6 +239,7 @@ def test_pages_render_for_each_role(client, app):
 # Actions ---------------------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_verification_approve_and_reject(client, app):
     approved = submitted_partner(app, company_name="Approved Co")
     rejected = submitted_partner(app, company_name="Rejected Co")
@@ -325,6 +330,7 @@ def test_integration_review_and_featuring(client, app):
                        ("integration.featured", first["id"])]
 
 
+@pytest.mark.shared_app(False)
 def test_plugin_disable_needs_confirmation(plugin_path, app_factory):
     install_manifest_plugin(plugin_path)
     add_partner(app_factory(), "quizco")

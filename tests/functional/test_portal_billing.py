@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from decimal import Decimal
 
+import pytest
 import sqlalchemy as sa
 
 from fkod.core.billing import ledger
@@ -31,6 +32,8 @@ from tests.functional.portal_pages import (
     signed_in_owner,
 )
 from tests.functional.test_portal_charts import assert_no_inline_script, chart_data
+
+pytestmark = pytest.mark.shared_app
 
 BANK = "DE89 3704 0044 0532 0130 00"
 PAGES = ("/portal/billing", "/portal/billing/invoices", "/portal/billing/revenue",

@@ -6,12 +6,16 @@ import datetime as dt
 import json
 import re
 
+import pytest
+
 from fkod.core.auth.models import User
 from fkod.core.db import run_in_transaction, utcnow
 from fkod.core.ids import parse_id
 from fkod.core.testing import auth_header
 from fkod.marketplace.models import Integration, IntegrationInstall
 from tests.functional.portal_pages import post_form, signed_in_owner
+
+pytestmark = pytest.mark.shared_app
 
 CHART_DATA = re.compile(r'<script type="application/json" id="chart-([\w-]+)-data">(.*?)</script>',
                         re.S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from fkod.core.auth.models import Partner, PartnerMember
@@ -18,6 +19,8 @@ from tests.functional.portal_pages import (
     post_form,
     signed_in_owner,
 )
+
+pytestmark = pytest.mark.shared_app
 
 PDF = b"%PDF-1.4\n% a small test document\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -196,6 +199,7 @@ def test_document_upload_limits(app_factory):
     assert stored_documents(app)[0].deleted_at is not None
 
 
+@pytest.mark.shared_app(False)
 def test_other_partner_document_is_404(client, app):
     _other, token = client.partner_with_token(company_name="Other")
     response = client.web.post("/api/partners/verification/documents", {"kind": "tax"},

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from fkod.core.db import run_in_transaction
 from fkod.core.ids import parse_id
 from fkod.core.testing import auth_header, verify_partner
 from fkod.marketplace.models import Integration
 from tests.functional.portal_pages import log_in, post_form, signed_in_owner
+
+pytestmark = pytest.mark.shared_app
 
 STEPS = ("verify_company", "create_key", "first_call", "add_webhook", "publish_integration")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from fkod.core.testing import TestClient, auth_header
 from tests.functional.portal_pages import (
     add_member,
@@ -14,6 +16,8 @@ from tests.functional.portal_pages import (
     signed_in_owner,
 )
 from tests.functional.test_portal_charts import assert_no_inline_script
+
+pytestmark = pytest.mark.shared_app
 
 PAGES = ("/portal/developers", "/portal/developers/samples", "/portal/developers/sdks",
          "/portal/developers/status", "/portal/developers/limits",

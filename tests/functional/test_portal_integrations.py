@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 import webtest
 
@@ -27,6 +28,8 @@ from tests.functional.test_marketplace_installs import (
     install,
     make_customer,
 )
+
+pytestmark = pytest.mark.shared_app
 
 NEW = "/portal/integrations/new"
 FIELDS = {

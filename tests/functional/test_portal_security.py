@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import sqlalchemy as sa
 
 from fkod.core.auth import totp
@@ -17,6 +18,8 @@ from tests.functional.portal_pages import (
     post_form,
     signed_in_owner,
 )
+
+pytestmark = pytest.mark.shared_app
 
 SECURITY = "/portal/account/security"
 NEW_PASSWORD = "a-new-password-42"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 import webtest
 
@@ -17,6 +18,8 @@ from tests.functional.portal_pages import (
     post_form,
     signed_in_owner,
 )
+
+pytestmark = pytest.mark.shared_app
 
 NEW = "/portal/support/new"
 TICKET = {"title": "Webhooks <late>", "category": "webhooks", "priority": "high",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 import webtest
 
@@ -20,6 +21,8 @@ from tests.functional.portal_pages import (
     signed_in_owner,
 )
 from tests.functional.test_members import invitation_token, new_email
+
+pytestmark = pytest.mark.shared_app
 
 
 def roles(app, partner_id: str) -> dict[int, str]:

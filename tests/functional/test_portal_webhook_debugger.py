@@ -6,9 +6,13 @@ import json
 import re
 import time
 
+import pytest
+
 from fkod.core.webhooks.signing import sign_delivery
 from tests.functional.portal_pages import field_errors, post_form, signed_in_owner
 from tests.functional.test_portal_webhooks import WEBHOOK_SECRET, add_webhook
+
+pytestmark = pytest.mark.shared_app
 
 BODY = json.dumps({"id": "evt_debug1", "type": "user.created", "created": 1764900000,
                    "livemode": False, "data": {"id": "user_1"}})

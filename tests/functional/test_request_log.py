@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
+pytestmark = pytest.mark.shared_app
+
 
 def request_lines(caplog) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.name == "fkod.core.requestlog"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from fkod.core.audit import AuditEntry
@@ -15,6 +16,8 @@ from fkod.core.webhooks.models import WebhookEvent
 from fkod.plugins.learning.models import Course, Mentor
 from tests.envelope import assert_envelope
 from tests.functional.test_members import add_member
+
+pytestmark = pytest.mark.shared_app
 
 RESET = "/api/developers/sandbox/reset"
 SCOPES = ("users:read", "users:write", "courses:read", "courses:write", "mentors:read",

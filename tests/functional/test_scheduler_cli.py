@@ -10,6 +10,8 @@ from fkod import cli
 from fkod.core.db import utcnow
 from fkod.core.scheduler import claim, next_fire_time, schedule_for
 
+pytestmark = pytest.mark.shared_app
+
 PLUGIN = """
     from pathlib import Path
 
@@ -102,6 +104,7 @@ def test_run_sends_the_current_time(ini, stack_settings, record, capsys):
     assert before <= sent <= utcnow()
 
 
+@pytest.mark.shared_app(False)
 def test_list_prints_next_fire_and_last_run(ini, app_factory, capsys):
     app = app_factory()
     claim(app.registry["db.session_factory"], "reports.monthly",
@@ -133,6 +136,7 @@ def test_jobs_needs_a_subcommand(ini):
     assert raised.value.code == 2
 
 
+@pytest.mark.shared_app(False)
 def test_billing_jobs_run_from_the_command(ini, app, client, capsys):
     from decimal import Decimal
 

@@ -18,6 +18,8 @@ from fkod.core.ids import parse_id
 from fkod.core.testing import auth_header
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 SUBSCRIPTION = "/api/partners/subscription"
 SCHEDULED = "/api/partners/subscription/scheduled-change"
 LIMITS = "/api/partners/limits"
@@ -200,6 +202,7 @@ def test_current_plan_cancels_scheduled_change(client, owner):
     assert body["change"]["status"] == "cancelled"
 
 
+@pytest.mark.shared_app(False)
 def test_delete_cancels_the_scheduled_change(client, app, owner):
     partner, headers = owner
     change_to(client, headers, "starter")

@@ -23,6 +23,8 @@ from fkod.partners.models import SupportTicket, TicketMessage
 from fkod.partners.tickets import TRANSITIONS
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 TICKETS = "/api/partners/support/tickets"
 EVENTS_PATH = "/api/webhooks/available-events"
 # Long enough for a task to pass through Redis on the production stack.
@@ -276,7 +278,6 @@ def _number(ticket: dict) -> int:
     return parse_id("tkt", ticket["id"])
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("sort", ["created_at", "-created_at", "priority", "-priority"])
 def test_list_sorts_across_pages(client, owner, five_tickets, sort):
     descending = sort.startswith("-")
@@ -303,7 +304,6 @@ def test_list_sorts_by_update(client, owner, five_tickets):
                                                             second["id"]]
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("query", "expected_indexes"), [
     ("priority=urgent", [3, 1]),
     ("priority=low", [0]),
@@ -515,7 +515,6 @@ def test_reply_accepts_longest_body(client, owner):
     assert len(response.json["body"]) == 10_000
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("before", ["open", "in_progress", "waiting_on_partner", "resolved"])
 def test_close_from_each_status(client, app, owner, before):
     ticket = create(client, owner).json
@@ -629,6 +628,7 @@ def test_writing_roles_can_write(client, app, owner):
 # Notifications --------------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_new_ticket_mails_support(client, app, owner):
     ticket = create(client, owner, title="Cannot rotate key", priority="urgent").json
 
@@ -640,6 +640,7 @@ def test_new_ticket_mails_support(client, app, owner):
     assert ticket["description"] in message.body
 
 
+@pytest.mark.shared_app(False)
 def test_partner_reply_mails_support_while_unassigned(client, app, owner):
     ticket = create(client, owner).json
 
@@ -653,6 +654,7 @@ def test_partner_reply_mails_support_while_unassigned(client, app, owner):
     assert owner.email in reply.body
 
 
+@pytest.mark.shared_app(False)
 def test_partner_reply_mails_assigned_admin(client, app, owner):
     ticket = create(client, owner).json
     wait_for_mail(app, support_address(app), 1)
@@ -681,6 +683,7 @@ def test_support_address_is_a_setting(app_factory):
     assert "New support ticket" in message.subject
 
 
+@pytest.mark.shared_app(False)
 def test_refused_reply_sends_nothing(client, app, owner):
     ticket = create(client, owner).json
     wait_for_mail(app, support_address(app), 1)

@@ -24,6 +24,8 @@ from fkod.partners.tickets import MAX_EVIDENCE_PER_TICKET
 from tests.envelope import assert_envelope
 from tests.receivers import Reply
 
+pytestmark = pytest.mark.shared_app
+
 TICKETS = "/api/partners/support/tickets"
 MENTORS = "/api/v1/mentors"
 WAIT_SECONDS = 30
@@ -196,6 +198,7 @@ def test_api_request_snapshot_of_failed_call(client, app, owner):
     assert call["error_message"] == "not_found"
 
 
+@pytest.mark.shared_app(False)
 def test_api_request_of_other_partner_not_found(client, app, owner, other):
     request_id = new_request_id()
     call_gateway(client, other, request_id=request_id)
@@ -223,6 +226,7 @@ def test_shared_request_id_shows_own_call(client, app, owner, other):
     assert call["status_code"] == 200
 
 
+@pytest.mark.shared_app(False)
 def test_unknown_request_id_not_found(client, app, owner):
     call_gateway(client, owner, request_id=new_request_id())
     flush_usage(app)
@@ -352,6 +356,7 @@ def test_delivery_snapshot_stays_as_attached(client, app, owner, make_receiver):
     assert len(delivery["attempt_log"]) == 1
 
 
+@pytest.mark.shared_app(False)
 def test_delivery_of_other_partner_not_found(client, app, owner, other, make_receiver):
     receiver = make_receiver()
     their_webhook = subscribe(client, other, receiver.url)
@@ -449,6 +454,7 @@ def test_key_limits_snapshot_stays_as_attached(client, app, owner):
         assert window["remaining"] == window["limit"], window["window"]
 
 
+@pytest.mark.shared_app(False)
 def test_key_of_other_partner_not_found(client, app, owner, other):
     for reference in (other.key["id"], "key_999999"):
         response = attach(client, owner, status="*", kind="api_key_limits", reference=reference)
@@ -474,6 +480,7 @@ def test_evidence_listed_oldest_first(client, app, owner):
     assert detail["updated_at"] >= detail["created_at"]
 
 
+@pytest.mark.shared_app(False)
 def test_evidence_on_closed_ticket_conflicts(client, app, owner):
     client.web.post_json(f"{TICKETS}/{owner.ticket['id']}/close", {}, headers=owner.headers)
 
@@ -484,7 +491,6 @@ def test_evidence_on_closed_ticket_conflicts(client, app, owner):
     assert evidence_rows(app) == 0
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("status", ["in_progress", "waiting_on_partner", "resolved"])
 def test_evidence_keeps_ticket_status(client, app, owner, status):
     with Session(app.registry["db.engine"]) as session, session.begin():
@@ -497,6 +503,7 @@ def test_evidence_keeps_ticket_status(client, app, owner, status):
     assert ticket_detail(client, owner)["status"] == status
 
 
+@pytest.mark.shared_app(False)
 def test_evidence_limit_per_ticket(client, app, owner):
     for _ in range(MAX_EVIDENCE_PER_TICKET):
         attach(client, owner, kind="api_key_limits", reference=owner.key["id"])

@@ -15,6 +15,8 @@ from fkod.core.ids import parse_id
 from fkod.core.testing import TEST_PASSWORD, auth_header
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 AUTHORIZATIONS = "/api/auth/me/authorizations"
 APPS = "/api/developers/applications"
 

@@ -19,6 +19,8 @@ from fkod.partners.models import VerificationDocument
 from tests.envelope import assert_envelope
 from tests.functional.test_members import ROLES, audit_actions, make_team
 
+pytestmark = pytest.mark.shared_app
+
 VERIFY = "/api/partners/verify"
 VERIFICATION = "/api/partners/verification"
 DOCUMENTS = "/api/partners/verification/documents"
@@ -184,7 +186,6 @@ INVALID_SUBMISSIONS = {
 }
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("changes", "field"), list(INVALID_SUBMISSIONS.values()),
                          ids=list(INVALID_SUBMISSIONS))
 def test_submit_invalid_rejected(client, app, owner, changes, field):
@@ -198,6 +199,7 @@ def test_submit_invalid_rejected(client, app, owner, changes, field):
     assert stored_partner(app, partner["id"]).verification_status == "unverified"
 
 
+@pytest.mark.shared_app(False)
 def test_submit_publishes_update_and_audits(client, app, owner):
     partner, token = owner
 
@@ -268,7 +270,6 @@ def test_short_tax_id_fully_masked(client, owner):
 # Documents ----------------------------------------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("data", "content_type", "filename"), [
     (PDF, "application/pdf", "registration.pdf"),
     (PNG, "image/png", "scan.png"),
@@ -318,7 +319,6 @@ def test_renamed_executable_rejected(client, app, owner, tmp_path):
         path.is_file() for path in (tmp_path / "documents").rglob("*"))
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("data", "declared"), [
     (PNG, "application/pdf"), (PDF, "image/jpeg"), (JPEG, "image/png"),
     (PDF, "application/octet-stream"), (PDF, "text/plain"),
@@ -400,7 +400,6 @@ MALFORMED_FORMS = {
 }
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("body", "code"), list(MALFORMED_FORMS.values()),
                          ids=list(MALFORMED_FORMS))
 def test_malformed_form_rejected(client, app, owner, body, code):
@@ -434,7 +433,6 @@ def test_well_formed_raw_form_accepted(client, owner):
     assert response.json["kind"] == "bank"
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize(("filename", "kept"), [
     ("../../etc/passwd.pdf", "passwd.pdf"),
     ("C:\\fakepath\\statement.pdf", "statement.pdf"),

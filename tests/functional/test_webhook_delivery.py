@@ -39,6 +39,8 @@ from fkod.core.webhooks.models import Event, Webhook, WebhookAttempt, WebhookEve
 from fkod.plugins.learning import services as learning_services
 from tests.receivers import Receiver, Reply
 
+pytestmark = pytest.mark.shared_app
+
 # Long enough for a message to pass through Redis on the production stack.
 WAIT_SECONDS = 30
 # How long a test watches for requests or state changes that must not happen.
@@ -691,6 +693,7 @@ class AbortAfterPublish(Exception):
     """Raised by a test after publishing, to roll the transaction back."""
 
 
+@pytest.mark.shared_app(False)
 def test_failed_request_leaves_no_event(client, make_receiver, monkeypatch):
     receiver = make_receiver(200)
     member = register(client)
@@ -714,6 +717,7 @@ def test_failed_request_leaves_no_event(client, make_receiver, monkeypatch):
     assert len(receiver) == 0
 
 
+@pytest.mark.shared_app(False)
 def test_aborted_transaction_leaves_no_event(app, make_receiver):
     client = TestClient(app)
     receiver = make_receiver(200)

@@ -30,6 +30,8 @@ from fkod.core.webhooks.models import Event, Webhook, WebhookAttempt, WebhookEve
 from tests.envelope import assert_envelope
 from tests.receivers import Reply
 
+pytestmark = pytest.mark.shared_app
+
 WEBHOOKS = "/api/partners/webhooks"
 ALL_EVENTS = "/api/partners/webhooks/events"
 QUIET_URL = "http://127.0.0.1:9/hooks"
@@ -515,6 +517,7 @@ def test_replay_pending_delivery_sends_now(client, app, member, make_receiver):
     assert row.replay_count == 0
 
 
+@pytest.mark.shared_app(False)
 def test_replay_in_flight_conflict(client, app, member):
     webhook = subscribe(client, member)
     event_id = publish(app, member)
@@ -548,6 +551,7 @@ def test_replay_needs_active_endpoint(client, app, member, make_receiver, status
     assert len(receiver) == 1
 
 
+@pytest.mark.shared_app(False)
 def test_replay_audited(client, app, member, make_receiver):
     receiver = make_receiver(500)
     webhook = subscribe(client, member, receiver.url)
@@ -638,6 +642,7 @@ def test_recover_nothing(client, member):
     assert response.json == {"recovered": 0}
 
 
+@pytest.mark.shared_app(False)
 def test_recover_audited(client, app, member, make_receiver):
     receiver = make_receiver(500)
     webhook = subscribe(client, member, receiver.url)
@@ -670,6 +675,7 @@ def recover_bodies() -> list[tuple[dict, str]]:
     ]
 
 
+@pytest.mark.shared_app(False)
 def test_recover_rejects_bad_input(client, app, member, make_receiver):
     receiver = make_receiver(500)
     webhook = subscribe(client, member, receiver.url)
@@ -791,6 +797,7 @@ def write_ini(path, settings: dict) -> str:
     return str(path)
 
 
+@pytest.mark.shared_app(False)
 def test_webhook_stats_command(client, app, member, make_receiver, stack_settings, tmp_path,
                                capsys):
     receiver = make_receiver(500)

@@ -17,6 +17,8 @@ from fkod.core.testing import TestClient, auth_header, verify_partner
 from fkod.core.webhooks.models import Webhook
 from tests.envelope import assert_envelope
 
+pytestmark = pytest.mark.shared_app
+
 WEBHOOKS_PATH = "/api/partners/webhooks"
 EVENTS_PATH = "/api/webhooks/available-events"
 SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$")
@@ -199,6 +201,7 @@ def test_event_pattern_accepted(client, owner, pattern):
     assert body["event_types"] == [pattern]
 
 
+@pytest.mark.shared_app(False)
 def test_both_event_fields_rejected(client, app, owner):
     response = create(client, owner, status=400, event_type="course.completed")
 
@@ -206,6 +209,7 @@ def test_both_event_fields_rejected(client, app, owner):
     assert count_webhooks(app) == 0
 
 
+@pytest.mark.shared_app(False)
 def test_missing_event_types_rejected(client, app, owner):
     body = webhook_body()
     del body["event_types"]
@@ -216,7 +220,6 @@ def test_missing_event_types_rejected(client, app, owner):
     assert count_webhooks(app) == 0
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("pattern", ["course.deleted", "nothing.*", "user.*.x", "Course.Created",
                                      "course..created", "course", "**", "course.created.x"])
 def test_unknown_event_type_rejected(client, app, owner, pattern):
@@ -228,6 +231,7 @@ def test_unknown_event_type_rejected(client, app, owner, pattern):
     assert count_webhooks(app) == before
 
 
+@pytest.mark.shared_app(False)
 def test_empty_event_types_rejected(client, app, owner):
     response = create(client, owner, status=400, event_types=[])
 
@@ -235,6 +239,7 @@ def test_empty_event_types_rejected(client, app, owner):
     assert count_webhooks(app) == 0
 
 
+@pytest.mark.shared_app(False)
 def test_live_webhook_requires_verification(client, app, owner):
     response = create(client, owner, status=403, mode="live")
 
@@ -260,7 +265,6 @@ def strict_app(app_factory):
     return app_factory(**{"fkod.webhooks.allow_loopback": "false"})
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("url", NON_PUBLIC_URLS)
 def test_non_public_url_rejected(strict_app, url):
     before = count_webhooks(strict_app)
@@ -273,7 +277,6 @@ def test_non_public_url_rejected(strict_app, url):
     assert count_webhooks(strict_app) == before
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("url", NOT_LOOPBACK_URLS)
 def test_private_url_rejected_with_loopback(client, app, owner, url):
     before = count_webhooks(app)
@@ -284,7 +287,6 @@ def test_private_url_rejected_with_loopback(client, app, owner, url):
     assert count_webhooks(app) == before
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("strict", [False, True], ids=["loopback_allowed", "strict"])
 @pytest.mark.parametrize("url", MALFORMED_URLS)
 def test_malformed_url_rejected(app_factory, strict, url):
@@ -298,7 +300,6 @@ def test_malformed_url_rejected(app_factory, strict, url):
     assert count_webhooks(built) == before
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("url,stored", [
     ("http://127.0.0.1:9/hooks", "http://127.0.0.1:9/hooks"),
     ("HTTP://LOCALHOST:9/hooks", "http://localhost:9/hooks"),
@@ -320,6 +321,7 @@ def production_app(app_factory):
 
 # A public address and a name under .example, neither of which is contacted or
 # resolved: the https rule is checked before any lookup.
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("url", ["http://hooks.example.com/x", "http://93.184.215.14/x"])
 def test_http_url_rejected_in_production(production_app, url):
     client = TestClient(production_app)
@@ -353,6 +355,7 @@ def test_loopback_http_allowed_for_production_demo(app_factory):
 # Request bodies -----------------------------------------------------------------
 
 
+@pytest.mark.shared_app(False)
 def test_empty_body_rejected(client, app, owner):
     response = client.web.post(WEBHOOKS_PATH, b"", headers=owner,
                                content_type="application/json", status=400)
@@ -361,6 +364,7 @@ def test_empty_body_rejected(client, app, owner):
     assert count_webhooks(app) == 0
 
 
+@pytest.mark.shared_app(False)
 def test_twenty_megabyte_body_rejected(client, app, owner):
     body = b'{"url": "http://127.0.0.1:9/' + b"a" * (20 * 1024 * 1024) + b'"}'
 
@@ -375,7 +379,6 @@ def test_twenty_megabyte_body_rejected(client, app, owner):
 # Custom headers and retries -----------------------------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("headers", [
     {"X-FKOD-Signature": "t=1,v1=00"},
     {"webhook-signature": "v1,abc"},
@@ -405,7 +408,6 @@ def test_custom_header_stored(client, owner):
     assert body["headers"] == {"X-Tenant": "acme"}
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("field,value", [
     ("retry_count", 11),
     ("retry_count", -1),

@@ -45,6 +45,8 @@ from tests.functional.test_webhook_delivery import (
 )
 from tests.receivers import Reply
 
+pytestmark = pytest.mark.shared_app
+
 ALERT_TYPES = ("webhook.*",)
 
 

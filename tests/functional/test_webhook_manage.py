@@ -27,6 +27,8 @@ from fkod.core.webhooks.models import Event, Webhook, WebhookEvent
 from tests.envelope import assert_envelope
 from tests.receivers import Reply
 
+pytestmark = pytest.mark.shared_app
+
 WEBHOOKS = "/api/partners/webhooks"
 # Nothing listens on port 9 of 127.0.0.1, and partner.verified is never
 # published by these tests, so such an endpoint receives nothing.
@@ -352,6 +354,7 @@ def test_update_clears_description_and_headers(client, owner):
     assert body["headers"] == {}
 
 
+@pytest.mark.shared_app(False)
 def test_update_audited_with_fields(client, app, owner):
     created = create_webhook(client, owner, description="Old")
 
@@ -399,6 +402,7 @@ BAD_UPDATES = [
 ]
 
 
+@pytest.mark.shared_app(False)
 def test_update_rejects_bad_input(client, app, owner):
     created = create_webhook(client, owner, description="Before")
     before = client.web.get(webhook_path(created), headers=owner.headers).json
@@ -495,6 +499,7 @@ def test_delete_hides_endpoint(client, app, owner):
         assert_envelope(result, 404, "not_found")
 
 
+@pytest.mark.shared_app(False)
 def test_delete_keeps_deliveries(client, app, owner):
     created = create_webhook(client, owner, event_types=["user.created"])
     delivery_ids = publish(app, owner)
@@ -507,6 +512,7 @@ def test_delete_keeps_deliveries(client, app, owner):
     assert count(app, WebhookEvent) == 1
 
 
+@pytest.mark.shared_app(False)
 def test_delete_audited(client, app, owner):
     created = create_webhook(client, owner)
 
@@ -584,6 +590,7 @@ def test_test_events_limited_per_partner(app_factory, make_receiver):
     client.web.post_json(webhook_path(other_webhook, "/test"), {}, headers=other.headers)
 
 
+@pytest.mark.shared_app(False)
 def test_test_event_stores_nothing(client, app, owner, make_receiver):
     receiver = make_receiver(200)
     created = create_webhook(client, owner, url=receiver.url, event_types=["user.created"])
@@ -740,6 +747,7 @@ def test_rotate_returns_new_secret(client, app, owner):
     assert shown["previous_secret_expires_at"] == body["previous_secret_expires_at"]
 
 
+@pytest.mark.shared_app(False)
 def test_rotate_audited_without_secret(client, app, owner):
     created = create_webhook(client, owner)
 
@@ -791,6 +799,7 @@ def test_second_rotation_retires_first_secret(client, owner):
     assert created["secret"] not in json.dumps(revealed)
 
 
+@pytest.mark.shared_app(False)
 def test_rotate_rejects_bad_overlap(client, app, owner):
     created = create_webhook(client, owner)
 
@@ -819,6 +828,7 @@ def test_rotate_overlap_bounds_accepted(client, app, owner):
         assert (expires - rotated).total_seconds() == pytest.approx(overlap, abs=1), overlap
 
 
+@pytest.mark.shared_app(False)
 def test_reveal_secret_audited_and_not_cached(client, app, owner):
     created = create_webhook(client, owner)
 
@@ -837,6 +847,7 @@ def test_reveal_secret_audited_and_not_cached(client, app, owner):
     assert created["secret"] not in json.dumps(entry.details)
 
 
+@pytest.mark.shared_app(False)
 def test_each_reveal_audited(client, app, owner):
     created = create_webhook(client, owner)
 
@@ -846,6 +857,7 @@ def test_each_reveal_audited(client, app, owner):
     assert len(audit_entries(app, "webhook.secret_revealed")) == 2
 
 
+@pytest.mark.shared_app(False)
 @pytest.mark.parametrize("role", ["billing", "read_only"])
 def test_reveal_needs_permission(client, app, owner, role):
     created = create_webhook(client, owner)
@@ -868,6 +880,7 @@ def test_developer_can_reveal(client, app, owner):
     assert body["secret"] == created["secret"]
 
 
+@pytest.mark.shared_app(False)
 def test_create_audited(client, app, owner):
     created = create_webhook(client, owner)
 

@@ -28,6 +28,8 @@ from fkod.partners.webhook_verify_views import MAX_PAYLOAD_BYTES, VerifyWebhookB
 from tests.envelope import assert_envelope
 from tests.receivers import ReceivedRequest, Receiver
 
+pytestmark = pytest.mark.shared_app
+
 # Long enough for a message to pass through Redis on the production stack.
 WAIT_SECONDS = 30
 # Slack for the seconds that pass between signing and the debugger's clock.
@@ -199,7 +201,6 @@ def test_response_shows_no_secret(captured):
 # The body the receiver verified is not the body sent ------------------------------
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("encode, difference", [
     (lambda value: json.dumps(value, separators=(",", ":"), sort_keys=True), "key_order"),
     (lambda value: json.dumps(value, indent=2, ensure_ascii=False), "whitespace"),
@@ -457,7 +458,6 @@ HEX = "0" * 64
 BASE64 = base64.b64encode(bytes(32)).decode()
 
 
-@pytest.mark.shared_app
 @pytest.mark.parametrize("body, code, field", [
     ({"signature": "t=abc,v1=" + HEX}, "malformed_timestamp", "signature"),
     ({"signature": "t=,v1=" + HEX}, "malformed_timestamp", "signature"),
