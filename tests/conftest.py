@@ -121,7 +121,13 @@ def app_factory(request):
         namespace = settings.get("fkod.redis.key_prefix", "fkod-test:") + os.urandom(4).hex() + ":"
         settings = {**settings, "fkod.redis.key_prefix": namespace}
         build, built = _application_builder(settings)
-        yield lambda **overrides: build(**overrides) if overrides else module_app
+
+        def shared_or_new(**overrides):
+            if not overrides:
+                return module_app
+            return build(**overrides)
+
+        yield shared_or_new
     else:
         settings = request.getfixturevalue("stack_settings")
         build, built = _application_builder(settings)
